@@ -1,0 +1,88 @@
+"""Atomic file writes and pickle-free loading: the only way s2policy writes or reads files that matter.
+
+A write goes to a temporary file in the destination folder, is fsync'ed, then renamed over the destination, so a
+crash or Ctrl-C leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .errors import CheckpointError
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform/filesystem, where it is best effort.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is fsync'ed and renamed to `path`, on error removed.
+
+    Use it for writers that want a file name (h5py, safetensors, torch.save)::
+
+        with atomic_path("out.h5") as tmp:
+            with h5py.File(tmp, "w") as f: ...
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file for writing that replaces `path` atomically when the block exits without error."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open only writes, got mode {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """`torch.load(..., weights_only=True)` with one clear error for a missing, truncated or pickled-object file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... depending on the damage
+        raise CheckpointError(
+            f"cannot load {what} {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(truncated or corrupt download, or not a tensors-only file; s2policy never unpickles arbitrary objects)"
+        ) from e
