@@ -1,3 +1,21 @@
-"""s2policy: robot manipulation policies on frozen pretrained encoders seen at several scales (S2)."""
+"""s2policy: robot manipulation policies on frozen pretrained encoders seen at several scales (S2).
+
+    from s2policy import S2Encoder, build_encoder
+    enc = S2Encoder(build_encoder("efficientnet_lite0"), img_sizes=[224, 448])
+    features = enc.embed(frames)   # (B, 3, H, W) floats in [0, 1] -> (B, 1280 * 2)
+"""
+
+from .s2 import multiscale_forward
+from .s2_encoder import S2Encoder
 
 __version__ = "0.1.0"
+__all__ = ["S2Encoder", "multiscale_forward", "build_encoder", "__version__"]
+
+
+def __getattr__(name: str):
+    # The encoder zoo pulls in timm/torchvision; load it on first use.
+    if name == "build_encoder":
+        from .encoders import build_encoder
+
+        return build_encoder
+    raise AttributeError(f"module 's2policy' has no attribute {name!r}")

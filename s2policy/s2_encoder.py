@@ -1,0 +1,188 @@
+"""`S2Encoder`: a frozen encoder seen at several scales, as the frame -> feature stage of a policy."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .flops import count_gmacs, count_params
+from .s2 import ScalePlan, merge_scales, plan_scales, run_scales
+
+POOLS = ("default", "cls", "mean")
+
+
+class S2Encoder(nn.Module):
+    """Wrap a frozen encoder (see `s2policy.encoders.build_encoder`) with S2.
+
+    Args:
+        encoder: module with `native_size`, `embed_dim`, `output_shape` ('bnc'|'bchw'), `num_prefix_tokens`;
+            `encoder(x)` maps (B, 3, native, native) floats in [0, 1] to tokens or a feature map.
+        scales: multiples of the encoder's *native* size (not of the frame): (1, 2) on a 224 encoder means
+            images of 224 and 448 px, whatever the camera resolution. Default (1, 2).
+        img_sizes: absolute image sides instead of `scales` (an int is the shorter side of a non-square frame).
+            Every declared size must be a multiple of the native size: crops are always exactly native-sized.
+        pool: per-scale embedding: "default" (CLS for encoders with a prefix token, else mean), "cls" or "mean".
+        resize_output_to_idx: which scale's grid `feature_map` uses (index into the scales as given; -1 = largest).
+        antialias: low-pass filter when a scale is smaller than the frame (feed a real high-res frame).
+        fit: "resize" (default) rounds a non-square frame's axes to whole crops; "exact" raises instead.
+        crop_batch_size: crops per backbone call (crops of all scales share calls). Small CNN batches in
+            channels_last are ~3x faster per image on CPU than one big contiguous call (benchmarks/s2_speed.py).
+        channels_last: memory format of the crops; default = the encoder's own `channels_last` hint.
+
+    Frames are (B, 3, H, W) float RGB in [0, 1], any size and aspect. The encoder runs under
+    `torch.inference_mode` (it is frozen); results are returned as ordinary tensors so a trainable head can
+    consume them.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        scales: Sequence[float] | None = None,
+        img_sizes: Sequence[int] | None = None,
+        pool: str = "default",
+        resize_output_to_idx: int = 0,
+        antialias: bool = True,
+        fit: str = "resize",
+        crop_batch_size: int | None = 8,
+        channels_last: bool | None = None,
+    ) -> None:
+        super().__init__()
+        native = int(encoder.native_size)
+        if img_sizes is None:
+            scales = (1, 2) if scales is None else tuple(scales)
+            img_sizes = [int(round(native * s)) for s in scales]
+        img_sizes = [int(s) for s in img_sizes]
+        bad = [s for s in img_sizes if s <= 0 or s % native]
+        if not img_sizes or bad:
+            raise ConfigError(
+                f"S2 image sizes {img_sizes} for encoder {getattr(encoder, 'name', type(encoder).__name__)}: every "
+                f"size must be a positive multiple of its native input size {native} (crops are always {native} px)"
+            )
+        if pool not in POOLS:
+            raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
+        if pool == "cls" and not encoder.num_prefix_tokens:
+            raise ConfigError(f"pool='cls' needs an encoder with a CLS token; {getattr(encoder, 'name', '?')} has none")
+        if not -len(img_sizes) <= resize_output_to_idx < len(img_sizes):
+            raise ConfigError(f"resize_output_to_idx={resize_output_to_idx} is out of range for {len(img_sizes)} scales")
+        if fit not in ("exact", "resize"):
+            raise ConfigError(f"fit must be 'exact' or 'resize', got {fit!r}")
+        self.encoder = encoder
+        self.img_sizes = img_sizes
+        self.pool = "cls" if pool == "default" and encoder.num_prefix_tokens else ("mean" if pool == "default" else pool)
+        self.resize_output_to_idx = resize_output_to_idx
+        self.antialias = antialias
+        self.fit = fit
+        self.crop_batch_size = crop_batch_size
+        self.channels_last = bool(getattr(encoder, "channels_last", False) if channels_last is None else channels_last)
+        self.requires_grad_(False)
+        self.eval()
+
+    # --- properties --------------------------------------------------------------------------------------------
+    @property
+    def native_size(self) -> int:
+        return int(self.encoder.native_size)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.img_sizes)
+
+    @property
+    def out_dim(self) -> int:
+        """Channels of `embed` and of `feature_map`: encoder.embed_dim x number of scales."""
+        return int(self.encoder.embed_dim) * self.num_scales
+
+    @property
+    def params(self) -> int:
+        return count_params(self.encoder)
+
+    def train(self, mode: bool = True) -> "S2Encoder":
+        return super().train(False)  # frozen: BatchNorm statistics must never update
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the features (JSON-able): feature caches key on it."""
+        return {
+            "encoder": getattr(self.encoder, "name", type(self.encoder).__name__),
+            "weights_id": getattr(self.encoder, "weights_id", "unknown"),
+            "native_size": self.native_size,
+            "img_sizes": list(self.img_sizes),
+            "pool": self.pool,
+            "resize_output_to_idx": self.resize_output_to_idx,
+            "antialias": self.antialias,
+            "fit": self.fit,
+        }
+
+    # --- planning and cost -------------------------------------------------------------------------------------
+    def plan(self, frame_size: tuple[int, int]) -> list[ScalePlan]:
+        """Sizes and crop grids for frames of `frame_size` (H, W)."""
+        return plan_scales(tuple(frame_size), img_sizes=self.img_sizes, max_split_size=self.native_size, fit=self.fit)
+
+    def crops_per_frame(self, frame_size: tuple[int, int] | None = None) -> int:
+        frame_size = frame_size or (max(self.img_sizes),) * 2
+        return sum(p.num_crops for p in self.plan(frame_size))
+
+    @functools.cached_property
+    def _native_gmacs(self) -> float:
+        p = next(self.encoder.parameters(), None)
+        x = torch.zeros(1, 3, self.native_size, self.native_size, device=p.device if p is not None else "cpu")
+        return count_gmacs(self.encoder, x)
+
+    def gmacs(self, frame_size: tuple[int, int] | None = None) -> float:
+        """Counted GMACs per frame: every crop is one native-size encoder pass (resizing is not counted)."""
+        return self.crops_per_frame(frame_size) * self._native_gmacs
+
+    # --- forward passes ----------------------------------------------------------------------------------------
+    def _check(self, frames: torch.Tensor) -> None:
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"S2Encoder expects (B, 3, H, W) RGB frames, got shape {tuple(frames.shape)}")
+        if not frames.is_floating_point():
+            raise ValueError(
+                f"S2Encoder expects float frames in [0, 1], got {frames.dtype}: convert uint8 with x.float() / 255"
+            )
+
+    def _run(self, frames: torch.Tensor) -> tuple[list[torch.Tensor], list[ScalePlan]]:
+        self._check(frames)
+        plans = self.plan(tuple(frames.shape[-2:]))
+        outs = run_scales(self.encoder, frames, plans, antialias=self.antialias, batch_scales=True,
+                          chunk_size=self.crop_batch_size, channels_last=self.channels_last)
+        return outs, plans
+
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, embed_dim * num_scales): per-scale canonical embeddings, in scale order.
+
+        CLS pooling averages the crops' CLS tokens (the reference's prefix-token merge); mean pooling averages all
+        spatial positions of all crops (= global average of the stitched map). With one scale at native size this
+        equals `encoder.embed`.
+        """
+        with torch.inference_mode():
+            outs, plans = self._run(frames)
+            b = frames.shape[0]
+            pooled = [self._pool_crop(out).reshape(p.num_crops, b, -1).mean(dim=0) for out, p in zip(outs, plans)]
+            emb = torch.cat(pooled, dim=1)
+        return emb.clone()  # an inference-mode tensor could not be saved for a head's backward pass
+
+    def _pool_crop(self, out: torch.Tensor) -> torch.Tensor:
+        if self.encoder.output_shape == "bchw":
+            return out.mean(dim=(2, 3))
+        if self.pool == "cls":
+            return out[:, 0]
+        return out[:, self.encoder.num_prefix_tokens:].mean(dim=1)
+
+    def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> merged multi-scale features, in the encoder's layout.
+
+        'bchw' encoders: (B, C*K, h, w); 'bnc' encoders: (B, P + h*w, C*K) with P prefix tokens averaged over crops;
+        (h, w) is the feature grid of scale `resize_output_to_idx`.
+        """
+        with torch.inference_mode():
+            outs, plans = self._run(frames)
+            merged = merge_scales(outs, plans, frames.shape[0], self.resize_output_to_idx,
+                                  int(self.encoder.num_prefix_tokens), self.encoder.output_shape)
+        return merged.clone()
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Alias of `embed`: (B, 3, H, W) -> (B, out_dim)."""
+        return self.embed(frames)
