@@ -1,0 +1,188 @@
+"""Camera frames: the one uint8 -> float conversion, and streaming frame batches out of a demonstration file.
+
+Training, evaluation and the robot loop all call `frames_to_tensor`, so a policy always sees the preprocessing it was
+trained with. Resizing to each S2 scale happens inside `S2Encoder`, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..data import DemoDataset, open_dataset
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 RGB frames (H, W, 3) or (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1] on `device`.
+
+    The uint8 -> float cast happens on `device` (4x less host-to-device traffic on a GPU).
+    """
+    t = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+    if t.dtype != torch.uint8:
+        raise ValueError(f"camera frames must be uint8 RGB, got dtype {t.dtype}")
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"camera frames must be (H, W, 3) or (N, H, W, 3) uint8, got shape {tuple(t.shape)}")
+    return t.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def image_key(camera: str) -> str:
+    """robomimic obs key holding a camera's frames (`agentview` -> `agentview_image`)."""
+    return camera if camera.endswith("_image") else f"{camera}_image"
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """Where one camera's frames come from: images stored in the file, or re-rendered from `states`.
+
+    `frame_shape` is (H, W) of the frames the encoder will see; it is part of the feature cache key.
+    """
+
+    path: Path
+    camera: str
+    kind: str  # "stored" | "render"
+    frame_shape: tuple[int, int]
+    camera_size: int | None
+
+    def demo_frames(self, dataset: DemoDataset, demo: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first index, uint8 (n, H, W, 3)) chunks of one demo; stored images are read slice by slice."""
+        if self.kind == "stored":
+            ds = dataset.obs_array(demo, image_key(self.camera))
+            for t0 in range(0, ds.shape[0], chunk):
+                yield t0, ds[t0 : t0 + chunk]
+        else:
+            from envs import rerender  # the simulator is only needed when frames are re-rendered
+
+            frames = rerender(str(self.path), demo, camera=self.camera, camera_size=self.camera_size)
+            for t0 in range(0, len(frames), chunk):
+                yield t0, frames[t0 : t0 + chunk]
+
+
+def resolve_frame_source(
+    path: str | Path, camera: str, camera_size: int | None, source: str = "auto", native_size: int | None = None
+) -> FrameSource:
+    """Decide where `camera`'s frames come from and check them, raising one ConfigError that names file and key.
+
+    source: "stored" (images in the file), "render" (re-render from states at `camera_size`), or "auto" (stored when
+    their size matches `camera_size` or `camera_size` is None, else render).
+    """
+    path = Path(path)
+    key = image_key(camera)
+    if source not in ("auto", "stored", "render"):
+        raise ConfigError(f"features.source={source!r}: expected auto, stored or render")
+    if camera_size is not None and native_size is not None and camera_size < native_size:
+        raise ConfigError(
+            f"camera size {camera_size} is below the encoder's native input size {native_size}: "
+            f"S2 would upsample every scale; use task.camera_size >= {native_size}"
+        )
+    with open_dataset(path) as ds:
+        first = ds.demo_group(ds.demo_keys[0]) if ds.demo_keys else None
+        if first is None:
+            raise ConfigError(f"{path}: /data holds no demos")
+        obs_keys = list(first.get("obs", {}).keys())
+        stored_shape = tuple(first["obs"][key].shape[1:3]) if key in obs_keys else None
+        has_states = "states" in first
+    size_ok = stored_shape is not None and (camera_size is None or stored_shape == (camera_size, camera_size))
+    if source == "stored" or (source == "auto" and size_ok):
+        if stored_shape is None:
+            available = sorted(k for k in obs_keys if k.endswith("_image"))
+            raise ConfigError(
+                f"{path}: demos have no obs key {key!r} for camera {camera!r} (image keys present: {available}); "
+                "set task.cameras to one of them or re-render with features.source=render"
+            )
+        if not size_ok:
+            raise ConfigError(
+                f"{path}: obs/{key} frames are {stored_shape[0]}x{stored_shape[1]} but task.camera_size={camera_size}; "
+                "set task.camera_size=null to use them as stored, or features.source=render"
+            )
+        if native_size is not None and min(stored_shape) < native_size:
+            raise ConfigError(
+                f"{path}: obs/{key} frames are {stored_shape[0]}x{stored_shape[1]}, below the encoder's native "
+                f"input size {native_size}; re-render them larger (features.source=render task.camera_size=...)"
+            )
+        return FrameSource(path, camera, "stored", stored_shape, camera_size)
+    if not has_states:
+        raise ConfigError(
+            f"{path}: cannot re-render camera {camera!r} at {camera_size}: demos have no 'states' "
+            f"(and stored obs/{key} is {stored_shape or 'absent'})"
+        )
+    if camera_size is None:
+        raise ConfigError(f"{path}: re-rendering camera {camera!r} needs task.camera_size")
+    return FrameSource(path, camera, "render", (camera_size, camera_size), camera_size)
+
+
+@dataclass
+class FrameBatch:
+    """Up to `batch_size` frames packed across demos: `pieces` = [(demo, first index, count)], `frames` uint8."""
+
+    pieces: list[tuple[str, int, int]]
+    frames: np.ndarray
+
+
+def iter_frame_batches(
+    source: FrameSource, demos: Sequence[str], batch_size: int, prefetch: int = 2
+) -> Iterator[FrameBatch]:
+    """Stream frames of `demos` in batches of `batch_size` (packed across demo boundaries, so the encoder always sees
+    full batches), read or rendered in a background thread that runs ahead by at most `prefetch` batches.
+
+    Memory is bounded by (prefetch + 2) batches plus one demo when re-rendering, whatever the dataset size.
+    """
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+    _DONE = object()
+
+    def produce() -> None:
+        try:
+            pieces: list[tuple[str, int, int]] = []
+            chunks: list[np.ndarray] = []
+            filled = 0
+            with open_dataset(source.path) as dataset:
+                for demo in demos:
+                    for t0, frames in source.demo_frames(dataset, demo, batch_size):
+                        while len(frames):
+                            take = min(batch_size - filled, len(frames))
+                            pieces.append((demo, t0, take))
+                            chunks.append(frames[:take])
+                            filled += take
+                            t0, frames = t0 + take, frames[take:]
+                            if filled == batch_size:
+                                _put(FrameBatch(pieces, np.concatenate(chunks)))
+                                pieces, chunks, filled = [], [], 0
+            if filled:
+                _put(FrameBatch(pieces, np.concatenate(chunks)))
+            _put(_DONE)
+        except BaseException as e:  # hand the error to the consumer instead of dying silently in the thread
+            _put(e)
+
+    def _put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="s2policy-frame-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
