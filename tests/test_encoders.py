@@ -105,6 +105,11 @@ def test_unknown_encoder_lists_the_known_ones():
         build_encoder("r3m_resnet", weights="random")
 
 
+def test_unknown_builder_option_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"encoder 'r3m_resnet18' does not take options \['img_size'\]"):
+        build_encoder("r3m_resnet18", weights="random", img_size=256)
+
+
 def test_test_encoders_have_no_pretrained_weights():
     with pytest.raises(ConfigError, match="'tiny_vit' has no pretrained weights.*weights='random'"):
         build_encoder("tiny_vit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -67,6 +68,10 @@ def build_encoder(name: str, weights: str | Path = "pretrained", **kwargs) -> Fr
         CheckpointError: the weight file is missing, corrupt, or does not match the architecture key for key.
     """
     builder = _builder(name)
+    try:
+        inspect.signature(builder).bind(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"encoder {name!r} does not take options {sorted(kwargs)}: {e}") from None
     if isinstance(weights, str) and weights == "random":
         with _seeded(RANDOM_INIT_SEED):
             return builder(**kwargs).freeze()
