@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -156,12 +157,20 @@ def test_a_server_that_ignores_range_restarts_the_file(tmp_path):
     assert dest.read_bytes() == PAYLOAD
 
 
+def test_concurrent_downloads_of_one_file_fetch_it_once(tmp_path):
+    dest = tmp_path / "w.pt"
+    with loopback_server({"/w.pt": PAYLOAD}) as server:
+        with ThreadPoolExecutor(3) as pool:  # like torchrun ranks sharing a cache
+            digests = list(pool.map(lambda _: dl.download(server.url("/w.pt"), dest), range(3)))
+    assert digests == [PAYLOAD_SHA] * 3 and len(server.requests) == 1
+
+
 def test_checksum_mismatch_leaves_no_file(tmp_path):
     dest = tmp_path / "w.pt"
     with loopback_server({"/w.pt": PAYLOAD}) as server:
         with pytest.raises(CheckpointError, match=rf"{server.url('/w.pt')} has sha256 {PAYLOAD_SHA}, expected 0+"):
             dl.download(server.url("/w.pt"), dest, sha256="0" * 64)
-    assert list(tmp_path.iterdir()) == []
+    assert not dest.exists() and not dest.with_name("w.pt.part").exists()
 
 
 def _closed_port() -> int:

@@ -2,12 +2,14 @@
 
 A download streams into `<file>.part` (resumed with an HTTP Range request after a failure), is checked against the
 known SHA-256 if there is one, fsync'ed and renamed into place: the final path only ever holds a complete file.
-The digest is recorded beside it (`<file>.sha256`) so later corruption is detected. Digests are memoised by
+The `.part` file is the one write not made through `fileio.atomic_path`, on purpose: it must outlive a failure so the
+next attempt can resume. The digest is recorded beside it (`<file>.sha256`) so later corruption is detected. Digests are memoised by
 (size, mtime_ns) under `<cache>/digests/`, so a large file is hashed once, not on every load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -17,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 from tqdm import tqdm
 
@@ -136,6 +139,23 @@ def _unavailable(url: str, dest: Path, error: Exception) -> CheckpointError:
     )
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Inter-process lock (e.g. every torchrun rank asking for the same weights): one downloads, the others wait and
+    then find the file. POSIX only; elsewhere concurrent downloads are the caller's business."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def download(url: str, dest: Path, sha256: str | None = None) -> str:
     """Download `url` to `dest` (no network if `dest` exists) and return the file's SHA-256.
 
@@ -146,6 +166,13 @@ def download(url: str, dest: Path, sha256: str | None = None) -> str:
     if dest.is_file():
         return memoised_sha256(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest.with_name(f".{dest.name}.lock")):
+        if dest.is_file():  # another process finished it while we waited
+            return memoised_sha256(dest)
+        return _download_unlocked(url, dest, sha256)
+
+
+def _download_unlocked(url: str, dest: Path, sha256: str | None) -> str:
     part = dest.with_name(dest.name + ".part")
     log.info("downloading %s -> %s", url, dest)
     for attempt in range(RETRIES + 1):

@@ -172,6 +172,8 @@ def _packaged_file(name: str, spec: WeightSpec) -> Path:
 def resolve_weights_file(name: str, weights: str | Path) -> tuple[Path, str | None]:
     """`weights` ("pretrained" or a path) -> (local file, expected sha256 or None). May download (network)."""
     spec = weight_spec(name)
+    if spec.file_format is None:
+        raise ConfigError(f"encoder {name!r} has no pretrained weights ({spec.notes}); use weights='random'")
     if weights != "pretrained":
         path = Path(os.fspath(weights)).expanduser()
         if not path.is_file():
@@ -180,8 +182,6 @@ def resolve_weights_file(name: str, weights: str | Path) -> tuple[Path, str | No
                 f"weight file (no file at {path})"
             )
         return path, None
-    if spec.file_format is None:
-        raise ConfigError(f"encoder {name!r} has no pretrained weights ({spec.notes}); use weights='random'")
     if spec.package is not None:
         return _packaged_file(name, spec), spec.sha256
     target = cached_file(spec)
@@ -261,10 +261,9 @@ def load_pretrained(encoder: FrozenEncoder, weights: str | Path) -> None:
     The file is fully checked before any tensor is assigned, so a refused file leaves nothing behind.
     """
     spec = weight_spec(encoder.name)
-    if spec.file_format is None:
-        raise ConfigError(f"encoder {encoder.name!r} has no pretrained weights ({spec.notes}); use weights='random'")
     path, expected_sha256 = resolve_weights_file(encoder.name, weights)
-    digest = None
+    assert spec.file_format is not None  # resolve_weights_file refuses random-only encoders
+    digest: str | None = None
     if expected_sha256 is not None:
         digest = memoised_sha256(path)
         if digest != expected_sha256:
