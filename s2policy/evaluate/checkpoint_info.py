@@ -1,0 +1,102 @@
+"""What evaluation needs to know about a checkpoint beyond the policy itself: where it came from.
+
+The policy file records its task, cameras and camera size; the training run (seed, dataset) is recorded by the
+training state file that `train_policy` keeps beside it (<run>/checkpoints/last.safetensors). This module is the
+small adapter between the two, so evaluation never depends on the trainer's internals beyond that file's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+POLICY_FILE = "policy.safetensors"
+TRAIN_STATE_FILE = "checkpoints/last.safetensors"
+
+
+@dataclass
+class CheckpointInfo:
+    """A resolved policy checkpoint: its file, policy config, and the training run's config when available."""
+
+    path: Path
+    config: Any  # s2policy.policy.PolicyConfig
+    run_config: dict[str, Any]  # {} when the training state file is absent
+    sha256: str
+
+    @property
+    def task(self) -> str | None:
+        return self.config.task or (self.run_config.get("task") or {}).get("name")
+
+    @property
+    def train_seed(self) -> int | None:
+        seed = self.run_config.get("seed")
+        return int(seed) if seed is not None else None
+
+    @property
+    def dataset(self) -> Path | None:
+        """The training dataset, when the run recorded it (and it still exists)."""
+        path = self.run_config.get("dataset") or (self.run_config.get("collect") or {}).get("output")
+        if not path:
+            return None
+        path = Path(path)
+        if not path.is_absolute() and not path.exists():
+            path = self.path.parent / path
+        return path if path.is_file() else None
+
+
+def resolve_policy_file(path: str | Path) -> Path:
+    """A policy file, or a training run folder holding policy.safetensors -> the policy file (CheckpointError if
+    there is none)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / POLICY_FILE
+    if not p.is_file():
+        hint = " (the run may still be training: its final policy is written when training ends)" \
+            if (p.parent / TRAIN_STATE_FILE).is_file() else ""
+        raise CheckpointError(f"policy checkpoint not found: {p}{hint}")
+    return p
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_checkpoint_info(path: str | Path, expected_task: str | None = None) -> CheckpointInfo:
+    """Resolve and read a checkpoint; raise one CheckpointError for a missing/corrupt file or a task mismatch."""
+    from ..policy import read_policy_config
+
+    file = resolve_policy_file(path)
+    config = read_policy_config(file)
+    info = CheckpointInfo(file, config, _read_run_config(file.parent / TRAIN_STATE_FILE), file_sha256(file))
+    if info.task is None:
+        raise CheckpointError(f"{file}: the checkpoint does not record which task it was trained on")
+    if expected_task is not None and info.task != expected_task:
+        raise CheckpointError(f"{file} was trained on task {info.task!r}, but evaluation asked for task "
+                              f"{expected_task!r}; evaluate it on {info.task!r} or pass a {expected_task!r} checkpoint")
+    return info
+
+
+def _read_run_config(state_file: Path) -> dict[str, Any]:
+    if not state_file.is_file():
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(state_file), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("run_config", "{}"))
+    except Exception as e:  # a damaged training state must not block evaluating a good policy file
+        log.warning("cannot read the training run config in %s: %s", state_file, e)
+        return {}
+

@@ -1,0 +1,276 @@
+"""Evaluate a policy checkpoint by rollouts: settings, env and seed resolution, the two parallel layouts, outputs.
+
+Layouts (`EvalSettings.policy_on`):
+- "main": K spawned env workers step and render; the main process runs the policy once per control step for all K
+  envs (batched; the layout that uses a GPU well).
+- "workers": K spawned workers each hold an env *and* a CPU copy of the policy and run whole episodes.
+`workers=0` runs one env in this process (serial; the reference the parallel layouts must reproduce).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..fileio import atomic_write_text
+from .checkpoint_info import CheckpointInfo, read_checkpoint_info
+from .env_handles import EnvSpec, EnvWorkerError, LocalEnv, WorkerEnv
+from .rollout import EpisodeJob, EpisodeResult, RolloutTiming, VideoPlan, run_episodes
+from .seeds import EVAL_SEED_OFFSET, check_disjoint, evaluation_seeds
+from .stats import SuccessRate, percentile
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FORMAT = "s2policy.eval/1"
+SUMMARY_FILE = "summary.json"
+EPISODES_FILE = "episodes.json"
+POLICY_PLACEMENTS = ("main", "workers")
+
+
+@dataclass
+class EvalSettings:
+    """How to evaluate (the `eval` group of configs/eval_policy.yaml).
+
+    episodes: number of episodes; workers: env processes (0 = serial, in this process); seed: picks the block of
+    held-out initial states (see seeds.py); video: record the first `video` episodes; max_steps: cap below the task's
+    own limit (None = the task's); policy_on: "main" | "workers" (see module doc); device: policy device in "main"
+    layout; dataset: training dataset (default: the one the run recorded) whose demo seeds must not be reused and
+    whose env settings (variation, camera size) evaluation copies; task: expected task (None = the checkpoint's);
+    variation: env keywords overriding the dataset's (e.g. placement_range).
+    """
+
+    episodes: int = 50
+    workers: int = 2
+    seed: int = 0
+    video: int = 0
+    max_steps: int | None = None
+    policy_on: str = "main"
+    device: str = "auto"
+    fps: float = 20.0
+    dataset: str | None = None
+    task: str | None = None
+    variation: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"eval.workers must be >= 0, got {self.workers}")
+        if self.policy_on not in POLICY_PLACEMENTS:
+            raise ConfigError(f"eval.policy_on={self.policy_on!r}: expected one of {POLICY_PLACEMENTS}")
+        if self.video < 0:
+            raise ConfigError(f"eval.video must be >= 0, got {self.video}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"eval.max_steps must be >= 1, got {self.max_steps}")
+
+
+@dataclass
+class EvalPlan:
+    """Everything resolved before any process starts."""
+
+    info: CheckpointInfo
+    env: EnvSpec
+    seeds: list[int]
+    max_steps: int
+    dataset: Path | None
+
+
+def plan_evaluation(checkpoint: str | Path, settings: EvalSettings) -> EvalPlan:
+    """Resolve checkpoint, env settings and seeds; every inconsistency raises here, before any rollout."""
+    settings.check()
+    info = read_checkpoint_info(checkpoint, expected_task=settings.task)
+    import envs
+
+    spec = envs.get_task(info.task)
+    dataset = Path(settings.dataset) if settings.dataset else info.dataset
+    env_kwargs: dict[str, Any] = {}
+    seeds = evaluation_seeds(settings.seed, settings.episodes)
+    if dataset is not None:
+        from ..data import open_dataset
+
+        with open_dataset(dataset) as ds:
+            env_kwargs = ds.env_args.get("env_kwargs", {})
+        if env_kwargs.get("task", info.task) != info.task:
+            raise ConfigError(f"dataset {dataset} holds {env_kwargs['task']!r} demos but the policy was trained on "
+                              f"{info.task!r}")
+        check_disjoint(seeds, dataset)
+    else:
+        log.warning("%s: training dataset unknown; evaluation seeds start at %d, far above collection seeds, but "
+                    "cannot be checked against the demos (pass eval.dataset)", info.path, EVAL_SEED_OFFSET)
+    camera_size = info.config.camera_size or env_kwargs.get("camera_size")
+    if camera_size is None:
+        raise ConfigError(f"{info.path}: the policy used stored frames of unknown size and no dataset is known; "
+                          "pass eval.dataset=<training dataset>")
+    camera_size = tuple(camera_size) if isinstance(camera_size, (list, tuple)) else int(camera_size)
+    cameras = tuple(c.removesuffix("_image") for c in info.config.cameras)
+    variation = {**env_kwargs.get("variation", {}), **settings.variation}
+    max_steps = min(settings.max_steps or spec.max_steps, spec.max_steps)
+    return EvalPlan(info, EnvSpec(info.task, cameras, camera_size, variation), seeds, max_steps, dataset)
+
+
+def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings | None = None,
+             on_episode: Callable[[EpisodeResult], None] | None = None) -> dict[str, Any]:
+    """Roll out the policy in `checkpoint` for `settings.episodes` held-out initial states.
+
+    Writes `out_dir`/episodes.json (one record per episode, in index order), `out_dir`/summary.json (returned) and
+    `out_dir`/videos/episode_<i>.mp4 for the first `settings.video` episodes. `on_episode` sees each episode as it
+    ends (progress bars).
+    """
+    from ..policy import Policy
+
+    settings = settings or EvalSettings()
+    plan = plan_evaluation(checkpoint, settings)
+    out_dir = Path(out_dir)
+    video = (VideoPlan(out_dir / "videos", settings.video, plan.env.cameras[0], settings.fps)
+             if settings.video else None)
+    jobs = [EpisodeJob(i, s) for i, s in enumerate(plan.seeds)]
+    policy = Policy.load(plan.info.path, device=settings.device if settings.policy_on == "main" else "cpu")
+    results: list[EpisodeResult] = []
+
+    def record(result: EpisodeResult) -> None:
+        results.append(result)
+        if on_episode is not None:
+            on_episode(result)
+
+    log.info("evaluating %s on %s: %d episodes, %d workers, policy on %s", plan.info.path, plan.env.task,
+             len(jobs), settings.workers, settings.policy_on)
+    start = time.perf_counter()
+    if settings.workers == 0 or settings.policy_on == "main":
+        timing = _run_policy_on_main(plan, policy, jobs, settings.workers, record, video)
+    else:
+        timing = _run_policy_in_workers(plan, jobs, settings.workers, record, video)
+    wall = time.perf_counter() - start
+    results.sort(key=lambda r: r.index)
+    for r in results:  # paths relative to out_dir, so a results folder can be moved or committed
+        if r.video is not None:
+            r.video = os.path.relpath(r.video, out_dir)
+    summary = summarize(plan, settings, policy, results, timing, wall)
+    atomic_write_text(out_dir / EPISODES_FILE, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+    atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _run_policy_on_main(plan: EvalPlan, policy, jobs: list[EpisodeJob], workers: int,
+                        record: Callable[[EpisodeResult], None], video: VideoPlan | None) -> RolloutTiming:
+    count = max(1, min(workers, len(jobs)))
+    handles = ([LocalEnv(plan.env)] if workers == 0 else
+               [WorkerEnv(plan.env, name=f"env-worker-{i}") for i in range(count)])
+    try:
+        return run_episodes(handles, policy, iter(jobs), plan.max_steps, record, video)
+    finally:
+        for h in handles:
+            h.close()
+
+
+def _policy_worker(env: EnvSpec, policy_file: str, threads: int, jobs: Any, results: Any, max_steps: int,
+                   video: VideoPlan | None) -> None:
+    """Worker main for policy_on="workers": own CPU policy + own env, episodes pulled from a shared queue."""
+    handle = None
+    try:
+        import torch
+
+        from ..policy import Policy
+
+        torch.set_num_threads(threads)
+        policy = Policy.load(policy_file, device="cpu")
+        handle = LocalEnv(env)
+        timing = run_episodes([handle], policy, iter(jobs.get, None), max_steps,
+                              lambda r: results.put(("episode", r)), video)
+        results.put(("done", timing))
+    except Exception as e:
+        results.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _run_policy_in_workers(plan: EvalPlan, jobs: list[EpisodeJob], workers: int,
+                           record: Callable[[EpisodeResult], None], video: VideoPlan | None) -> RolloutTiming:
+    ctx = mp.get_context("spawn")
+    count = max(1, min(workers, len(jobs)))
+    job_q, result_q = ctx.Queue(), ctx.Queue()
+    for job in jobs:
+        job_q.put(job)
+    for _ in range(count):
+        job_q.put(None)
+    threads = max(1, (os.cpu_count() or 1) // count)
+    procs = [ctx.Process(target=_policy_worker, name=f"policy-worker-{i}", daemon=True,
+                         args=(plan.env, str(plan.info.path), threads, job_q, result_q, plan.max_steps, video))
+             for i in range(count)]
+    for p in procs:
+        p.start()
+    timing, done = RolloutTiming(), 0
+    try:
+        while done < count:
+            try:
+                kind, payload = result_q.get(timeout=5)
+            except queue.Empty:
+                dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
+                if dead:
+                    raise EnvWorkerError(f"{dead[0].name} died (exit code {dead[0].exitcode})") from None
+                continue
+            if kind == "episode":
+                record(payload)
+            elif kind == "done":
+                timing.merge(payload)
+                timing.startup_seconds = max(timing.startup_seconds, payload.startup_seconds)
+                done += 1
+            else:
+                raise EnvWorkerError(payload)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+    return timing
+
+
+def summarize(plan: EvalPlan, settings: EvalSettings, policy, results: list[EpisodeResult], timing: RolloutTiming,
+              wall: float) -> dict[str, Any]:
+    """The summary.json record: what was evaluated, how, the success rate with its interval, speed and cost."""
+    cfg = plan.info.config
+    rate = SuccessRate(sum(r.success for r in results), len(results))
+    frame_hw = plan.env.camera_size if isinstance(plan.env.camera_size, tuple) else (plan.env.camera_size,) * 2
+    rollout_seconds = max(wall - timing.startup_seconds, 1e-9)
+    return {
+        "format": SUMMARY_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": str(plan.info.path),
+        "checkpoint_sha256": plan.info.sha256,
+        "task": plan.env.task,
+        "train_seed": plan.info.train_seed,
+        "dataset": str(plan.dataset) if plan.dataset else None,
+        "policy": {"encoder": cfg.encoder, "weights": cfg.weights, "s2": cfg.s2,
+                   "img_sizes": list(policy.encoder.img_sizes), "cameras": list(cfg.cameras),
+                   "camera_size": list(frame_hw), "head": cfg.head, "execution": cfg.execution,
+                   "n_action_steps": cfg.n_action_steps, "proprio_keys": list(cfg.proprio_keys)},
+        "cost": {"encoder_params": int(policy.encoder.params),
+                 "head_params": sum(p.numel() for p in policy.head.parameters()),
+                 # every camera is one pass of the S2 encoder
+                 "gmacs_per_frame": float(policy.encoder.gmacs(tuple(frame_hw))) * len(cfg.cameras)},
+        "eval": {**asdict(settings), "max_steps": plan.max_steps, "variation": plan.env.variation,
+                 "first_seed": plan.seeds[0], "last_seed": plan.seeds[-1]},
+        "success": rate.to_dict(),
+        "mean_length": sum(r.length for r in results) / len(results) if results else float("nan"),
+        "speed": {
+            "env_steps": timing.env_steps,
+            "wall_seconds": round(wall, 3),
+            "startup_seconds": round(timing.startup_seconds, 3),
+            "steps_per_second": timing.env_steps / rollout_seconds,
+            "policy_calls": timing.policy_calls,
+            "mean_batch": sum(timing.batch_sizes) / len(timing.batch_sizes) if timing.batch_sizes else 0.0,
+            "policy_ms_per_call": timing.policy_seconds * 1e3 / max(timing.policy_calls, 1),
+            "policy_ms_per_call_p50": percentile(timing.call_ms, 50),
+            "policy_ms_per_call_p95": percentile(timing.call_ms, 95),
+            "policy_ms_per_env_step": timing.policy_seconds * 1e3 / max(timing.env_steps, 1),
+        },
+        "host": {"cpus": os.cpu_count(), "device": str(policy.device)},
+    }
