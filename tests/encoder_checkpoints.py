@@ -70,6 +70,7 @@ def mae_file_contents(vit_state: dict[str, torch.Tensor]) -> dict:
     model["decoder_embed.weight"] = torch.randn(8, 4)
     model["decoder_pos_embed"] = torch.zeros(1, 5, 8)
     model["decoder_blocks.0.norm1.weight"] = torch.ones(8)
+    model["head.weight"] = torch.zeros(10, 8)  # a classifier (supervised MVP files), deleted by MVP too
     return {"model": model, "epoch": 399, "args": {"model": "mae_vit"}}
 
 

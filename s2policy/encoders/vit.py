@@ -45,9 +45,11 @@ class ViTEncoder(FrozenEncoder):
         if old_side * old_side != old_tokens:
             raise CheckpointError(f"{source}: pos_embed has {pos.shape[1]} tokens, not 1 + a square grid")
         log.info("%s: resampling pos_embed from %dx%d to %dx%d patches", source, old_side, old_side, *grid)
+        # Bicubic without antialiasing: what VC-1's own loader (timm's resize_pos_embed) does.
         resampled = resample_abs_pos_embed(
-            pos.float(), new_size=list(grid), old_size=[old_side, old_side], num_prefix_tokens=self.num_prefix_tokens
-        )
+            pos.float(), new_size=list(grid), old_size=[old_side, old_side],
+            num_prefix_tokens=self.num_prefix_tokens, antialias=False,
+        )  # fmt: skip
         return {**state, "pos_embed": resampled}
 
 

