@@ -93,12 +93,13 @@ def resolve_frame_source(
         obs_keys = list(first.get("obs", {}).keys())
         stored_shape = tuple(first["obs"][key].shape[1:3]) if key in obs_keys else None
         has_states = "states" in first
+        env_args = ds.env_args
+    images = sorted(k for k in obs_keys if k.endswith("_image"))
     size_ok = stored_shape is not None and (camera_size is None or stored_shape == (camera_size, camera_size))
     if source == "stored" or (source == "auto" and size_ok):
         if stored_shape is None:
-            available = sorted(k for k in obs_keys if k.endswith("_image"))
             raise ConfigError(
-                f"{path}: demos have no obs key {key!r} for camera {camera!r} (image keys present: {available}); "
+                f"{path}: demos have no obs key {key!r} for camera {camera!r} (image keys present: {images}); "
                 "set task.cameras to one of them or re-render with features.source=render"
             )
         if not size_ok:
@@ -112,14 +113,31 @@ def resolve_frame_source(
                 f"input size {native_size}; re-render them larger (features.source=render task.camera_size=...)"
             )
         return FrameSource(path, camera, "stored", stored_shape, camera_size)
-    if not has_states:
-        raise ConfigError(
-            f"{path}: cannot re-render camera {camera!r} at {camera_size}: demos have no 'states' "
-            f"(and stored obs/{key} is {stored_shape or 'absent'})"
-        )
-    if camera_size is None:
-        raise ConfigError(f"{path}: re-rendering camera {camera!r} needs task.camera_size")
+    why_not = _why_not_renderable(env_args, camera, has_states, camera_size)
+    if why_not:
+        stored = f"{stored_shape[0]}x{stored_shape[1]}" if stored_shape else f"absent (image keys present: {images})"
+        raise ConfigError(f"{path}: obs key {key!r} for camera {camera!r} is {stored}, and frames cannot be "
+                          f"re-rendered at camera_size={camera_size}: {why_not}")
     return FrameSource(path, camera, "render", (camera_size, camera_size), camera_size)
+
+
+def _why_not_renderable(env_args: dict, camera: str, has_states: bool, camera_size: int | None) -> str | None:
+    """Why frames of `camera` cannot be re-rendered from this file's states (None when they can)."""
+    if not has_states:
+        return "demos have no 'states'"
+    if camera_size is None:
+        return "task.camera_size is null"
+    task = env_args.get("env_kwargs", {}).get("task")
+    if task is None:
+        return "env_args names no task (the file was not written by envs.collect_demos)"
+    try:
+        from envs import get_task
+    except ImportError as e:
+        return f"the simulator extras are not installed ({e})"
+    cameras = get_task(task).cameras
+    if camera not in cameras:
+        return f"task {task!r} has no camera {camera!r} (cameras: {list(cameras)})"
+    return None
 
 
 @dataclass

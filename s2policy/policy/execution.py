@@ -20,7 +20,7 @@ class ChunkExecutor:
     def __init__(self, mode: str = "receding", n_action_steps: int = 8, ensemble_decay: float = 0.01, horizon: int = 1):
         if mode not in EXECUTION_MODES:
             raise ConfigError(f"policy.execution={mode!r}: expected one of {EXECUTION_MODES}")
-        if not 1 <= n_action_steps <= horizon and horizon > 1:
+        if mode == "receding" and horizon > 1 and not 1 <= n_action_steps <= horizon:
             raise ConfigError(f"policy.n_action_steps={n_action_steps} must be in [1, horizon={horizon}]")
         self.mode, self.horizon, self.decay = mode, horizon, ensemble_decay
         self.n_action_steps = min(n_action_steps, horizon)
