@@ -1,0 +1,159 @@
+"""`ControlLoop`: drive a robot at a fixed rate with a policy, safety guards and a cadence report.
+
+One tick: observe -> check the observation -> infer (in the tick, or hand it to the background worker and take its
+newest action) -> guard the action -> send. Ticks are scheduled on absolute deadlines (start_k = t0 + k / hz); a tick
+that ends after its deadline counts as missed, and slots that already passed are skipped rather than run in a burst.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Mapping
+
+
+from ..errors import ConfigError
+from .inference import Controller, Inference, InferenceWorker, infer, now
+from .report import CadenceReport, TimingLog
+from .robot import TIMESTAMP_KEY, Robot
+from .safety import NO_ACTION_YET, SafetyConfig, SafetyGuard
+
+log = logging.getLogger(__name__)
+
+
+class ControlLoop:
+    """Args:
+        robot: see `robot.Robot`. controller: see `inference.Controller` (e.g. a `PolicyRunner`).
+        hz: control rate. action_dim: the robot's action size (default: `controller.action_dim`).
+        safety: limits (default: no bounds or rate limit, non-finite and stale checks on, fault action zeros).
+        background: run inference in a worker thread; each tick sends the newest action (zero-order hold while the
+            worker is busy, up to `safety.max_action_age`).
+        safe_stop: send the fault action once when the loop ends, before `robot.close()`.
+    """
+
+    def __init__(self, robot: Robot, controller: Controller, hz: float, *, action_dim: int | None = None,
+                 safety: SafetyConfig | None = None, background: bool = False, safe_stop: bool = True):
+        if hz <= 0:
+            raise ConfigError(f"control rate must be positive, got {hz} Hz")
+        action_dim = action_dim if action_dim is not None else getattr(controller, "action_dim", None)
+        if action_dim is None:
+            raise ConfigError("ControlLoop needs action_dim (the controller has no action_dim attribute)")
+        self.robot, self.controller, self.hz = robot, controller, float(hz)
+        self.period = 1.0 / self.hz
+        self.guard = SafetyGuard((safety or SafetyConfig()).with_period(self.period), int(action_dim))
+        self.background = background
+        self.safe_stop = safe_stop
+        self.timing = TimingLog()
+        self.report: CadenceReport | None = None
+        self._stop = threading.Event()
+        self._worker: InferenceWorker | None = None
+
+    def stop(self) -> None:
+        """Ask a running loop (in another thread) to finish after the current tick."""
+        self._stop.set()
+
+    def run(self, seconds: float | None = None, steps: int | None = None) -> CadenceReport:
+        """Run until `seconds` / `steps` (whichever first; None for both = until `stop()` or Ctrl-C).
+
+        The robot is always closed. Ctrl-C ends the run normally (stop_reason "interrupted"); any other exception is
+        re-raised after the robot is stopped and closed, with `self.report` filled in.
+        """
+        reason = "stopped"
+        error: BaseException | None = None
+        if self.background:
+            self._worker = InferenceWorker(self.controller, on_inference=lambda r: self.timing.add_policy_times(r.times))
+        start = now()
+        next_tick = start
+        try:
+            while not self._stop.is_set():
+                if steps is not None and len(self.timing.tick_start) >= steps:
+                    reason = f"{steps} steps"
+                    break
+                if seconds is not None and next_tick - start >= seconds:
+                    reason = f"{seconds:g} s"
+                    break
+                wait = next_tick - now()
+                if wait > 0:
+                    time.sleep(wait)
+                self._tick(next_tick)
+                next_tick = self._next_slot(next_tick)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            log.info("Ctrl-C: stopping the robot")
+        except BaseException as e:
+            reason, error = f"error: {type(e).__name__}: {e}", e
+            log.error("control loop failed at tick %d; stopping the robot", self.guard.tick, exc_info=True)
+        finally:
+            self._shutdown()
+        self.report = CadenceReport.from_log(self.timing, self.hz, self.background, dict(self.guard.counts), reason)
+        if error is not None:
+            raise error
+        return self.report
+
+    # --- one tick --------------------------------------------------------------------------------------------------
+    def _tick(self, scheduled: float) -> None:
+        t = self.timing
+        tick_start = now()
+        observation = self.robot.get_observation()
+        observed = now()
+        t.stages["observe"].append(observed - tick_start)
+        observed_at = float(observation.get(TIMESTAMP_KEY, observed))
+        fault = self.guard.check_observation(observation, observed)
+        result = None if fault else self._infer(observation, observed_at)
+        act_start = now()
+        if result is None:
+            if fault is None:  # background worker has not produced an action yet
+                self.guard.record(NO_ACTION_YET, "waiting for the first background inference")
+            action, action_from = self.guard.fault(), None
+        else:
+            action, fault = self.guard.filter_action(result.action, result.observed_at, act_start)
+            action_from = None if fault else result.observed_at
+        self.robot.send_action(action)
+        self.guard.sent(action)
+        sent = now()
+        t.stages["act"].append(sent - act_start)
+        t.tick_start.append(tick_start)
+        t.tick_latency.append(sent - tick_start)
+        if action_from is not None:
+            t.action_age.append(sent - action_from)
+        if sent > scheduled + self.period:
+            t.missed_deadlines += 1
+
+    def _infer(self, observation: Mapping[str, Any], observed_at: float) -> Inference | None:
+        if self._worker is None:
+            result = infer(self.controller, observation, observed_at)
+            self.timing.add_policy_times(result.times)
+            return result
+        self._worker.submit(observation, observed_at)
+        return self._worker.latest()
+
+    def _next_slot(self, scheduled: float) -> float:
+        """The next deadline-aligned start; slots already in the past are counted and skipped."""
+        nxt = scheduled + self.period
+        late = now() - nxt
+        if late > 0:
+            skipped = int(late // self.period) + 1
+            self.timing.skipped_slots += skipped
+            nxt += skipped * self.period
+        return nxt
+
+    def _shutdown(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        try:
+            if self.safe_stop:
+                self.robot.send_action(self.guard.fault())
+        except Exception:
+            log.exception("sending the stop action failed")
+        finally:
+            try:
+                self.robot.close()
+            except Exception:
+                log.exception("robot.close() failed")
+
+
+def run_loop(robot: Robot, controller: Controller, hz: float, seconds: float | None = None,
+             steps: int | None = None, **options: Any) -> CadenceReport:
+    """`ControlLoop(robot, controller, hz, **options).run(seconds, steps)`."""
+    return ControlLoop(robot, controller, hz, **options).run(seconds=seconds, steps=steps)
