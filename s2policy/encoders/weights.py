@@ -175,6 +175,8 @@ def resolve_weights_file(name: str, weights: str | Path) -> tuple[Path, str | No
     spec = weight_spec(name)
     if spec.file_format is None:
         raise ConfigError(f"encoder {name!r} has no pretrained weights ({spec.notes}); use weights='random'")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ConfigError(f"weights for {name}: expected 'pretrained', 'random' or a file path, got {weights!r}")
     if weights != "pretrained":
         path = Path(os.fspath(weights)).expanduser()
         if not path.is_file():
@@ -268,9 +270,10 @@ def load_pretrained(encoder: FrozenEncoder, weights: str | Path) -> None:
     if expected_sha256 is not None:
         digest = memoised_sha256(path)
         if digest != expected_sha256:
+            remedy = f"reinstall {spec.package.split(':')[0].replace('_', '-')}" if spec.package else "delete it"
             raise CheckpointError(
                 f"{path}: sha256 {digest} differs from the expected {expected_sha256} (corrupted or replaced since "
-                f"it was downloaded/installed); delete it to download again, or pass weights=<path> to use it anyway"
+                f"it was downloaded or installed); {remedy} to get it again, or pass weights=<path> to use it anyway"
             )
     source = str(path)
     raw = torch_load_safe(path, what=f"{encoder.name} weight file")
