@@ -27,8 +27,10 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     z2n = z * z / trials
     centre = (p + z2n / 2) / (1 + z2n)
     half = z / (1 + z2n) * math.sqrt(p * (1 - p) / trials + z2n / (4 * trials))
-    # Clamp rounding noise so 0/n gives exactly 0 and n/n exactly 1.
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The exact bounds at 0/n and n/n are 0 and 1; floating point leaves ~1e-17 of noise there.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass(frozen=True)

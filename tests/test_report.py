@@ -1,0 +1,69 @@
+"""The comparison report: pooling over training seeds, the table, the CSV and the plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from s2policy.evaluate import SUMMARY_FORMAT, wilson_interval
+from s2policy.report import ReportError, main, write_report
+
+
+def summary(encoder, img_sizes, seed, k, n, gmacs, sha=None, first_seed=1_000_000):
+    """A minimal summary.json record of one evaluated run."""
+    return {
+        "format": SUMMARY_FORMAT, "task": "lift", "train_seed": seed, "checkpoint": f"runs/{encoder}_{seed}",
+        "checkpoint_sha256": sha or f"{encoder}{img_sizes}{seed}",
+        "policy": {"encoder": encoder, "weights": "pretrained", "img_sizes": img_sizes, "camera_size": [448, 448],
+                   "cameras": ["agentview"], "head": "mlp", "proprio_keys": ["proprio"]},
+        "cost": {"encoder_params": 3_400_000, "gmacs_per_frame": gmacs},
+        "eval": {"first_seed": first_seed, "variation": {}},
+        "success": {"successes": k, "episodes": n},
+        "mean_length": 80.0,
+        "speed": {"policy_ms_per_env_step": 12.0},
+    }
+
+
+def write_runs(root, runs):
+    for i, s in enumerate(runs):
+        folder = root / f"run{i}" / "eval"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(s))
+
+
+def test_report_pools_seeds_per_configuration(tmp_path):
+    write_runs(tmp_path / "runs", [
+        summary("efficientnet_lite0", [224], 0, 20, 50, 0.4),
+        summary("efficientnet_lite0", [224], 1, 30, 50, 0.4),
+        summary("efficientnet_lite0", [224, 448], 0, 35, 50, 2.0),
+        summary("efficientnet_lite2", [260], 0, 25, 50, 0.9),
+        # the same checkpoint evaluated on the same seeds again: counted once
+        summary("efficientnet_lite2", [260], 0, 25, 50, 0.9),
+    ])
+    out = write_report([tmp_path / "runs"], tmp_path / "report", title="Lift")
+    rows = list(csv.DictReader(open(out["csv"])))
+    assert [r["configuration"] for r in rows] == ["efficientnet_lite0 224px", "efficientnet_lite0 S2 224+448",
+                                                   "efficientnet_lite2 260px"]
+    base = rows[0]
+    assert (base["successes"], base["episodes"], base["seeds"]) == ("50", "100", "2")
+    assert float(base["ci_low"]) == pytest.approx(wilson_interval(50, 100)[0], abs=1e-4)
+    assert base["per_seed"] == "0:20/50 1:30/50"
+    assert rows[2]["episodes"] == "50"
+    md = out["markdown"].read_text()
+    assert "| lift | efficientnet_lite0 S2 224+448 |" in md and "**70.0** [" in md
+    assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_cli_and_errors(tmp_path, capsys):
+    write_runs(tmp_path / "runs", [summary("tiny_cnn", [32, 64], 0, 1, 2, 0.001)])
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    assert "tiny_cnn S2 32+64" in capsys.readouterr().out
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{}")
+    with pytest.raises(ReportError, match="not an s2policy evaluation summary"):
+        write_report([tmp_path / "bad"], tmp_path / "rep2")
+    with pytest.raises(ReportError, match="no summary.json"):
+        write_report([tmp_path / "rep"], tmp_path / "rep3")
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "rep4")]) == 2
