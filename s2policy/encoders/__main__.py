@@ -9,24 +9,31 @@ import argparse
 
 import torch
 
+from ..errors import ConfigError
 from ..flops import count_gmacs, count_params
 from ..s2_encoder import S2Encoder
 from . import build_encoder, list_encoders
-from .weights import weight_spec
+from .weights import WeightSpec, weight_spec
 
 S2_SCALES = (1, 2)
 
 
+def _weight_source(spec: WeightSpec) -> str:
+    if spec.package:
+        return "package"
+    if spec.url:
+        return "download"
+    return "local file" if spec.file_format else "-"
+
+
 def encoder_rows(names: list[str]) -> list[dict[str, object]]:
-    """One row per encoder: name, params (M), native size, embed dim, GMACs at native size and with S2 (1, 2)."""
+    """One row per encoder: name, params, native size, embed dim, GMACs at native size and with S2 (1, 2)."""
     rows = []
     for name in names:
         with torch.device("meta"):
             encoder = build_encoder(name, weights="random")
         s2 = S2Encoder(encoder, scales=list(S2_SCALES))
         native = count_gmacs(encoder, torch.zeros(1, 3, encoder.native_size, encoder.native_size, device="meta"))
-        spec = weight_spec(name)
-        source = "package" if spec.package else ("download" if spec.url else ("local file" if spec.file_format else "-"))
         rows.append(
             {
                 "encoder": name,
@@ -37,7 +44,7 @@ def encoder_rows(names: list[str]) -> list[dict[str, object]]:
                 "gmacs": native,
                 "s2_gmacs": s2.gmacs(),
                 "s2_dim": s2.out_dim,
-                "weights": source,
+                "weights": _weight_source(weight_spec(name)),
             }
         )
     return rows
@@ -51,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m s2policy.encoders", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="encoders to list (default: all)")
     args = parser.parse_args(argv)
-    rows = encoder_rows(args.names or list_encoders())
+    try:
+        rows = encoder_rows(args.names or list_encoders())
+    except ConfigError as e:
+        parser.error(str(e))
     print(
         f"{'encoder':<20}{'params':>9}{'native':>8}{'embed':>7}{'out':>6}{'GMACs':>9}"
         f"{'S2(1,2) GMACs':>15}{'S2 dim':>8}  weights"

@@ -3,8 +3,8 @@
 A download streams into `<file>.part` (resumed with an HTTP Range request after a failure), is checked against the
 known SHA-256 if there is one, fsync'ed and renamed into place: the final path only ever holds a complete file.
 The `.part` file is the one write not made through `fileio.atomic_path`, on purpose: it must outlive a failure so the
-next attempt can resume. The digest is recorded beside it (`<file>.sha256`) so later corruption is detected. Digests are memoised by
-(size, mtime_ns) under `<cache>/digests/`, so a large file is hashed once, not on every load.
+next attempt can resume. The digest is recorded beside the file (`<file>.sha256`) so later corruption is detected.
+Digests are memoised by (size, mtime_ns) under `<cache>/digests/`, so a large file is hashed once, not on every load.
 """
 
 from __future__ import annotations
@@ -74,7 +74,10 @@ def memoised_sha256(path: Path) -> str:
     except (OSError, ValueError, KeyError):
         pass
     digest = sha256_file(path)
-    remember_sha256(path, digest)
+    try:
+        remember_sha256(path, digest)
+    except OSError as e:  # a read-only cache only costs re-hashing next time
+        log.debug("cannot memoise the digest of %s: %s", path, e)
     return digest
 
 

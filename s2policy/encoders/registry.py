@@ -12,6 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import FrozenEncoder
+from .weights import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def build_encoder(name: str, weights: str | Path = "pretrained", **kwargs) -> Fr
     if isinstance(weights, str) and weights == "random":
         with _seeded(RANDOM_INIT_SEED):
             return builder(**kwargs).freeze()
-    from .weights import load_pretrained  # weights.py imports the family modules' specs, not the registry
-
     # Every tensor will come from the file, so skip the (slow, for ViT-L) random init: build on meta, then load.
     with torch.device("meta"):
         encoder = builder(**kwargs)
