@@ -1,0 +1,193 @@
+"""s2policy.data: robomimic-format reading, writing and validation, on small synthetic files (no simulator)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from s2policy.data import DemoWriter, open_dataset, sorted_demo_keys, split_train_valid, validate
+from s2policy.errors import DatasetError
+
+T, A = 5, 7
+
+
+def write_raw(path, demos: dict[str, dict], masks=None, env_args=None):
+    """A file the way other tools write them: plain h5py, optional groups, any demo order."""
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        if env_args is not None:
+            data.attrs["env_args"] = env_args
+        for key, arrays in demos.items():
+            group = data.create_group(key)
+            for name, value in arrays.items():
+                group.create_dataset(name, data=value)
+            if "actions" in arrays:
+                group.attrs["num_samples"] = len(arrays["actions"])
+        for name, keys in (masks or {}).items():
+            f.create_dataset(f"mask/{name}", data=np.array(keys, dtype="S"))
+    return path
+
+
+def good_demo(length=T, image_hw=(8, 12)):
+    rng = np.random.default_rng(length)
+    return {
+        "actions": rng.uniform(-1, 1, (length, A)).astype(np.float32),
+        "obs/proprio": rng.normal(size=(length, 4)).astype(np.float32),
+        "obs/agentview_image": rng.integers(0, 255, (length, *image_hw, 3), dtype=np.uint8),
+    }
+
+
+def test_sorted_demo_keys_numeric():
+    assert sorted_demo_keys(["demo_10", "demo_2", "demo_1", "x"]) == ["demo_1", "demo_2", "demo_10", "x"]
+
+
+def test_split_train_valid_disjoint_at_least_one():
+    keys = [f"demo_{i}" for i in range(25)]
+    split = split_train_valid(keys)
+    assert len(split["valid"]) == 2 and set(split["train"]) | set(split["valid"]) == set(keys)
+    assert not set(split["train"]) & set(split["valid"])
+    assert split_train_valid(["demo_0", "demo_1"])["valid"] != []
+
+
+def test_write_read_round_trip(tmp_path):
+    path = tmp_path / "demos.hdf5"
+    demos = [good_demo(3), good_demo(4)]
+    with DemoWriter(path) as writer:
+        for demo in demos:
+            obs = {k[4:]: v for k, v in demo.items() if k.startswith("obs/")}
+            writer.add_demo(demo["actions"], obs, states=np.zeros((len(demo["actions"]), 9)),
+                            rewards=np.zeros(len(demo["actions"])), dones=np.eye(len(demo["actions"]))[-1],
+                            attrs={"seed": 7})
+        writer.finish({"env_name": "Lift", "env_type": 1, "env_kwargs": {"task": "lift"}})
+    validate(path)
+    with open_dataset(path) as dataset:
+        assert dataset.demo_keys == ["demo_0", "demo_1"]
+        assert dataset.env_args["env_kwargs"]["task"] == "lift"
+        assert dataset.obs_keys == ["agentview_image", "proprio"]
+        assert dataset.image_keys == ["agentview_image"]
+        assert dataset.action_dim == A and dataset.num_samples == 7
+        demo = dataset.load_demo("demo_1")
+        np.testing.assert_array_equal(demo.obs["agentview_image"], demos[1]["obs/agentview_image"])
+        assert demo.actions.dtype == np.float32 and demo.states.shape == (4, 9) and demo.attrs["seed"] == 7
+        assert "agentview_image" not in dataset.load_demo("demo_1", load_images=False).obs
+        frames = dataset.obs_array("demo_1", "agentview_image")  # lazy: one chunk per frame, gzip
+        assert frames.chunks == (1, 8, 12, 3) and frames.compression == "gzip"
+        np.testing.assert_array_equal(frames[2], demos[1]["obs/agentview_image"][2])
+    with open_dataset(path, filter_key="valid") as valid, open_dataset(path, filter_key="train") as train:
+        assert len(valid.demo_keys) == 1 and sorted(valid.demo_keys + train.demo_keys) == ["demo_0", "demo_1"]
+
+
+def test_reads_other_tools_files(tmp_path):
+    """No mask, states, rewards, dones, env_args; demo_10 sorts after demo_2; a next_obs group is fine."""
+    demos = {f"demo_{i}": good_demo(2 + i) for i in (10, 2)}
+    demos["demo_2"]["next_obs/proprio"] = demos["demo_2"]["obs/proprio"]
+    path = write_raw(tmp_path / "other.hdf5", demos, masks={"valid": [b"demo_10"]})
+    validate(path)
+    with open_dataset(path) as dataset:
+        assert dataset.demo_keys == ["demo_2", "demo_10"] and dataset.env_args == {}
+        demo = dataset.load_demo("demo_10")
+        assert demo.states is None and demo.rewards is None and len(demo) == 12
+    with open_dataset(path, filter_key="valid") as dataset:
+        assert dataset.demo_keys == ["demo_10"]
+
+
+def _bad(name):
+    """Each entry: (file builder, text the single error message must contain)."""
+    demo = good_demo()
+    cases = {
+        "missing_actions": ({"demo_0": {k: v for k, v in demo.items() if k != "actions"}}, "demo demo_0: missing 'actions'"),
+        "empty_demo": ({"demo_0": {"actions": np.zeros((0, A), np.float32)}}, "demo demo_0: empty demo"),
+        "actions_out_of_range": ({"demo_0": {**demo, "actions": demo["actions"] * 3}},
+                                 "demo demo_0, key 'actions': values outside [-1, 1]"),
+        "actions_wrong_shape": ({"demo_0": {**demo, "actions": demo["actions"][:, 0]}},
+                                "demo demo_0, key 'actions': expected float (T, A)"),
+        "image_wrong_dtype": ({"demo_0": {**demo, "obs/agentview_image": demo["obs/agentview_image"].astype(np.float32)}},
+                              "demo demo_0, key 'obs/agentview_image': images must be uint8 (T, H, W, 3)"),
+        "image_channel_first": ({"demo_0": {**demo, "obs/agentview_image": np.zeros((T, 3, 8, 8), np.uint8)}},
+                                "images must be uint8 (T, H, W, 3)"),
+        "obs_length_mismatch": ({"demo_0": {**demo, "obs/proprio": demo["obs/proprio"][:-1]}},
+                                "demo demo_0, key 'obs/proprio': length (4,) != num_samples 5"),
+        "rewards_length_mismatch": ({"demo_3": {**demo, "rewards": np.zeros(T + 1)}},
+                                    "demo demo_3, key 'rewards': length (6,) != num_samples 5"),
+    }
+    return cases[name]
+
+
+BAD_CASES = ["missing_actions", "empty_demo", "actions_out_of_range", "actions_wrong_shape", "image_wrong_dtype",
+             "image_channel_first", "obs_length_mismatch", "rewards_length_mismatch"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_file_catalogue(tmp_path, case):
+    demos, expected = _bad(case)
+    path = write_raw(tmp_path / f"{case}.hdf5", demos)
+    with pytest.raises(DatasetError) as error:
+        validate(path)
+    assert str(path) in str(error.value) and expected in str(error.value)
+
+
+def test_several_problems_in_one_error(tmp_path):
+    demo = good_demo()
+    path = write_raw(tmp_path / "two.hdf5", {"demo_0": {**demo, "actions": demo["actions"] * 2},
+                                              "demo_1": {**demo, "obs/proprio": demo["obs/proprio"][:2]}})
+    with pytest.raises(DatasetError, match=r"2 problem\(s\)(.|\n)*demo demo_0(.|\n)*demo demo_1"):
+        validate(path)
+
+
+def test_not_hdf5_missing_data_unknown_filter_key(tmp_path):
+    text = tmp_path / "notes.hdf5"
+    text.write_text("not hdf5")
+    with pytest.raises(DatasetError, match="notes.hdf5: not an HDF5 file"):
+        open_dataset(text)
+    with pytest.raises(DatasetError, match="missing.hdf5: file not found"):
+        validate(tmp_path / "missing.hdf5")
+    no_data = tmp_path / "no_data.hdf5"
+    with h5py.File(no_data, "w") as f:
+        f.create_group("other")
+    with pytest.raises(DatasetError, match="no_data.hdf5: missing group /data"):
+        validate(no_data)
+    path = write_raw(tmp_path / "ok.hdf5", {"demo_0": good_demo()}, masks={"train": [b"demo_0"]})
+    with pytest.raises(DatasetError, match=r"ok.hdf5: unknown filter key 'valid' \(mask/ holds \['train'\]\)"):
+        open_dataset(path, filter_key="valid")
+    bad_json = write_raw(tmp_path / "json.hdf5", {"demo_0": good_demo()}, env_args="{not json")
+    with pytest.raises(DatasetError, match="env_args is not valid JSON"):
+        validate(bad_json)
+
+
+def test_writer_is_atomic(tmp_path):
+    path = tmp_path / "partial.hdf5"
+    with pytest.raises(RuntimeError, match="boom"):
+        with DemoWriter(path) as writer:
+            demo = good_demo()
+            writer.add_demo(demo["actions"], {"proprio": demo["obs/proprio"]})
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_rejects_out_of_range_actions(tmp_path):
+    with pytest.raises(DatasetError, match="outside"):
+        with DemoWriter(tmp_path / "x.hdf5") as writer:
+            writer.add_demo(np.full((2, A), 2.0), {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_robomimic_sequence_dataset_reads_our_file(tmp_path):
+    pytest.importorskip("robomimic")
+    import robomimic.utils.obs_utils as ObsUtils
+    from robomimic.utils.dataset import SequenceDataset
+
+    path = tmp_path / "ours.hdf5"
+    with DemoWriter(path) as writer:
+        for length in (4, 6):
+            demo = good_demo(length, image_hw=(16, 16))
+            writer.add_demo(demo["actions"], {k[4:]: v for k, v in demo.items() if k.startswith("obs/")})
+        writer.finish({"env_name": "Lift", "env_type": 1, "type": 1, "env_kwargs": {}})
+    ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["proprio"], "rgb": ["agentview_image"]}})
+    dataset = SequenceDataset(str(path), obs_keys=("proprio", "agentview_image"), dataset_keys=("actions",),
+                              load_next_obs=False, seq_length=2, hdf5_cache_mode=None, filter_by_attribute="train")
+    assert len(dataset) > 0
+    item = dataset[0]
+    assert item["actions"].shape == (2, A) and item["obs"]["agentview_image"].shape[0] == 2
