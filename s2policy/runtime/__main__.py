@@ -1,0 +1,74 @@
+"""python -m s2policy.runtime --checkpoint <ckpt> --robot sim --hz 10 [--task lift] [--seconds N] [--background-inference]
+
+Runs a policy checkpoint in the control loop on a simulated robot and prints the cadence report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..errors import S2PolicyError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m s2policy.runtime", description=__doc__.splitlines()[2])
+    p.add_argument("--checkpoint", required=True, help="policy checkpoint (.safetensors file or its directory)")
+    p.add_argument("--robot", choices=["sim"], default="sim",
+                   help="sim: our MuJoCo task in real time (real robots plug in through the Python API)")
+    p.add_argument("--hz", type=float, default=10.0, help="control rate")
+    p.add_argument("--task", default=None, help="simulated task (default: the checkpoint's task, else lift)")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to run (Ctrl-C stops earlier)")
+    p.add_argument("--background-inference", action="store_true", help="infer in a worker thread; ticks never wait")
+    p.add_argument("--camera-size", type=int, default=None, help="rendered frame side (default: the training one)")
+    p.add_argument("--sim-hz", type=float, default=20.0, help="simulator (robot controller) rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder and head")
+    p.add_argument("--max-delta", type=float, default=None, help="per-tick rate limit on every action dimension")
+    p.add_argument("--fault-action", choices=["safe", "hold"], default="safe")
+    p.add_argument("--json", default=None, help="also write the report as JSON here")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from ..fileio import atomic_write_text
+    from ..policy import read_policy_config
+    from . import ControlLoop, PolicyRunner, SafetyConfig, SimRobot
+
+    try:
+        config = read_policy_config(args.checkpoint)
+        camera_size = args.camera_size or config.camera_size or 224
+        robot = SimRobot.for_task(args.task or config.task or "lift", cameras=list(config.cameras),
+                                  camera_size=camera_size, sim_hz=args.sim_hz, seed=args.seed)
+        try:
+            runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
+                                                  compile=args.compile,
+                                                  example_observation=robot.get_observation())
+            safety = SafetyConfig(low=robot.action_low, high=robot.action_high, max_delta=args.max_delta,
+                                  fault_action=args.fault_action)
+        except BaseException:
+            robot.close()
+            raise
+        loop = ControlLoop(robot, runner, args.hz, safety=safety, background=args.background_inference)
+        report = loop.run(seconds=args.seconds)
+    except (S2PolicyError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report.extra.update(task=args.task or config.task or "lift", episodes_finished=robot.episodes,
+                        successes=robot.successes, sim_steps=robot.steps, sim_overruns=robot.overruns)
+    print(report.format())
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
