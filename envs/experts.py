@@ -123,7 +123,9 @@ class CanExpert(PhaseMachineExpert):
     phases = pick_phases("can", lambda s: np.array([*s["grasp_at"][:2], s["bin"][2] + 0.2])) + [
         Phase("carry", above("bin", 0.2), CLOSE, reached(tolerance=0.02)),
         Phase("lower", above("bin", 0.1), CLOSE, reached(tolerance=0.02)),
-        Phase("release", above("bin", 0.1), OPEN, after(1000)),
+        Phase("release", above("bin", 0.1), OPEN, after(8)),
+        # robosuite only counts the can once the gripper is more than ~4 cm away from it.
+        Phase("retreat", above("bin", 0.25), OPEN, after(1000)),
     ]
 
     def state(self, env) -> dict:
