@@ -56,7 +56,7 @@ TASKS: dict[str, TaskSpec] = {
     for spec in [
         _robosuite("lift", "Lift", 7, 200, "cube centre more than 4 cm above the table",
                    ("placement_range", "object_scale")),
-        _robosuite("can", "PickPlaceCan", 7, 400, "can inside its target bin"),
+        _robosuite("can", "PickPlaceCan", 7, 400, "can inside its target bin with the gripper clear of it"),
         _robosuite("stack", "Stack", 14, 400, "cube A resting on cube B and released",
                    ("placement_range",)),
         _metaworld("assembly"),
