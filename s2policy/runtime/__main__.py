@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is often fastest on a busy CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder and head")
     p.add_argument("--max-delta", type=float, default=None, help="per-tick rate limit on every action dimension")
     p.add_argument("--fault-action", choices=["safe", "hold"], default="safe")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                   camera_size=camera_size, sim_hz=args.sim_hz, seed=args.seed)
         try:
             runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
-                                                  compile=args.compile,
+                                                  compile=args.compile, threads=args.threads,
                                                   example_observation=robot.get_observation())
             safety = SafetyConfig(low=robot.action_low, high=robot.action_high, max_delta=args.max_delta,
                                   fault_action=args.fault_action)

@@ -64,6 +64,8 @@ class PolicyRunner:
         channels_last: memory format of the encoder's crops; None keeps the encoder's own hint (on for CNNs).
         compile: `torch.compile` the backbone's and the head's forward (pays off on GPU; first calls are slow, the
             warm-up absorbs them).
+        threads: torch intra-op threads (process-wide). On a small shared CPU 1 thread can be many times faster than
+            the default: idle OpenMP workers spin while the other cores are busy (docs/runtime.md).
         warmup_steps: `act` calls on `example_observation` (or a black frame at the training camera size) before
             the first real one, so allocation and compilation do not land on a control tick; the policy is reset
             afterwards.
@@ -72,8 +74,10 @@ class PolicyRunner:
     """
 
     def __init__(self, policy: Policy, *, precision: str | None = None, channels_last: bool | None = None,
-                 compile: bool = False, warmup_steps: int = 2, example_observation: Mapping[str, Any] | None = None):
+                 compile: bool = False, threads: int | None = None, warmup_steps: int = 2, example_observation: Mapping[str, Any] | None = None):
         self.policy = policy.eval()
+        if threads:
+            torch.set_num_threads(int(threads))
         if precision is not None:
             autocast(policy.device, precision)  # validates the name for this device
             policy.config.precision = precision

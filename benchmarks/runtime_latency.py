@@ -1,0 +1,147 @@
+"""On-robot latency on this machine (JSON): per-stage times, achievable control rate and loop overhead.
+
+For each encoder and S2 scales, a policy (MLP head by default, random head weights: latency does not depend on them)
+acts on one camera frame whose side is the largest scale (224 alone, 448 for S2 (1, 2), as the camera would deliver
+for training) plus Panda-like proprio (16) -> action (7):
+- `bare`: `Policy.act` called back to back (the compute the robot cannot avoid);
+- `loop`: the same policy in `ControlLoop` with an instant robot, inference in the tick, at a rate it can hold;
+  loop overhead = loop tick latency / bare compute (target <= 1.05), for the mean and the median;
+- `background`: the loop with the background inference thread at twice that rate (tick latency vs action age).
+Blocks of bare and loop ticks alternate so both see the same machine load. Achievable rate = 1 / p95 tick latency
+(95% of ticks meet their deadline).
+
+    python benchmarks/runtime_latency.py --out benchmarks/results/runtime_latency.json --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from s2policy.features.encoder import build_s2_encoder
+from s2policy.policy import Normalizer, Policy, PolicyConfig
+from s2policy.runtime import TIMESTAMP_KEY, ControlLoop, PolicyRunner
+from s2policy.runtime.report import summarize
+
+PROPRIO_DIM, ACTION_DIM = 16, 7
+
+
+class InstantRobot:
+    """Serves the same observation (freshly stamped) and accepts every action at no cost."""
+
+    def __init__(self, observation: dict):
+        self.observation = observation
+
+    def get_observation(self) -> dict:
+        return {**self.observation, TIMESTAMP_KEY: time.monotonic()}
+
+    def send_action(self, action: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def build_policy(encoder: str, weights: str, scales: list[int], head: str) -> tuple[Policy, str]:
+    try:
+        enc = build_s2_encoder(encoder, weights, {"scales": scales})
+    except Exception as e:  # pretrained file not available offline: same architecture, same latency
+        print(f"{encoder}: {weights} weights unavailable ({type(e).__name__}); timing random weights")
+        weights = "random"
+        enc = build_s2_encoder(encoder, weights, {"scales": scales})
+    side = max(enc.img_sizes)
+    config = PolicyConfig(encoder=encoder, weights=weights, s2={"scales": scales}, cameras=["agentview"],
+                          proprio_keys=["proprio"], proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM,
+                          feature_dim=enc.out_dim, head=head, camera_size=side)
+    rng = np.random.default_rng(0)
+    policy = Policy.create(config, enc, Normalizer.fit(rng.normal(size=(64, PROPRIO_DIM))),
+                           Normalizer.fit(rng.normal(size=(64, ACTION_DIM))))
+    return policy.eval(), weights
+
+
+def bench_config(encoder: str, weights: str, scales: list[int], head: str, ticks: int, blocks: int) -> dict:
+    policy, weights = build_policy(encoder, weights, scales, head)
+    side = policy.config.camera_size
+    rng = np.random.default_rng(1)
+    obs = {"agentview": rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8),
+           "proprio": rng.normal(size=PROPRIO_DIM).astype(np.float32)}
+    runner = PolicyRunner(copy.deepcopy(policy), warmup_steps=3, example_observation=obs)  # hooks on the copy only
+    with torch.inference_mode():
+        for _ in range(3):
+            policy.act(obs)
+    bare: list[float] = []
+    loops: list[ControlLoop] = []
+    for _ in range(blocks):
+        for _ in range(ticks):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                policy.act(obs)
+            bare.append(time.perf_counter() - t0)
+        hz = 1.0 / (1.3 * float(np.median(bare)))
+        loop = ControlLoop(InstantRobot(obs), runner, hz)
+        loop.run(steps=ticks)
+        loops.append(loop)
+    tick = [x for lp in loops for x in lp.timing.tick_latency]
+    stages = {s: summarize([x for lp in loops for x in lp.timing.stages[s]]) for s in loops[0].timing.stages}
+    background = ControlLoop(InstantRobot(obs), runner, 2 * hz, background=True).run(steps=2 * ticks)
+    bare_s, tick_s = summarize(bare), summarize(tick)
+    return {
+        "encoder": encoder, "weights": weights, "scales": scales, "frame": [side, side], "head": head,
+        "crops_per_frame": policy.encoder.crops_per_frame((side, side)),
+        "gmacs_per_frame": round(policy.encoder.gmacs((side, side)), 3),
+        "bare_ms": bare_s, "loop_tick_ms": tick_s, "stage_ms": stages,
+        "loop_overhead_mean": tick_s["mean"] / bare_s["mean"],
+        "loop_overhead_p50": tick_s["p50"] / bare_s["p50"],
+        "achievable_hz_in_tick": 1e3 / tick_s["p95"],
+        "loop_target_hz": hz,
+        "loop_missed_deadlines": sum(lp.timing.missed_deadlines for lp in loops),
+        "background": {"target_hz": 2 * hz, "achieved_hz": background.achieved_hz,
+                       "tick_ms": background.tick_latency_ms, "action_age_ms": background.action_age_ms,
+                       "inferences": background.inferences, "ticks": background.ticks},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--encoders", nargs="+", default=["efficientnet_lite0", "r3m_resnet18"])
+    p.add_argument("--scales", nargs="+", default=["1", "1,2"], help="comma-separated S2 scales per setting")
+    p.add_argument("--weights", default="pretrained")
+    p.add_argument("--head", default="mlp", choices=["mlp", "transformer"])
+    p.add_argument("--ticks", type=int, default=10, help="ticks per block")
+    p.add_argument("--blocks", type=int, default=3, help="alternating bare / loop blocks")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--out", default="benchmarks/results/runtime_latency.json")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = []
+    for encoder in args.encoders:
+        for scales in args.scales:
+            s = [int(v) for v in scales.split(",")]
+            r = bench_config(encoder, args.weights, s, args.head, args.ticks, args.blocks)
+            results.append(r)
+            print(f"{encoder:>20} S2{tuple(s)} {r['frame'][0]}px: bare p50 {r['bare_ms']['p50']:.1f} ms, "
+                  f"loop p50 {r['loop_tick_ms']['p50']:.1f} ms, overhead {r['loop_overhead_p50']:.3f} (p50) "
+                  f"{r['loop_overhead_mean']:.3f} (mean), achievable {r['achievable_hz_in_tick']:.1f} Hz", flush=True)
+    out = {
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "python": platform.python_version(),
+                    "load_average_1m_at_end": os.getloadavg()[0]},
+        "settings": vars(args), "results": results,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    from s2policy.fileio import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
