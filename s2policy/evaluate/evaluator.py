@@ -9,6 +9,7 @@ Layouts (`EvalSettings.policy_on`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -19,7 +20,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
@@ -46,7 +47,9 @@ class EvalSettings:
     own limit (None = the task's); policy_on: "main" | "workers" (see module doc); device: policy device in "main"
     layout; dataset: training dataset (default: the one the run recorded) whose demo seeds must not be reused and
     whose env settings (variation, camera size) evaluation copies; task: expected task (None = the checkpoint's);
-    variation: env keywords overriding the dataset's (e.g. placement_range).
+    variation: env keywords overriding the dataset's (e.g. placement_range); threads: torch CPU threads of a policy
+    running on the CPU (None = 1 per policy copy: measured here, 2 intra-op threads ran 5-50x slower than 1 as soon
+    as env workers or other jobs compete for the cores; see docs/evaluation.md).
     """
 
     episodes: int = 50
@@ -60,6 +63,7 @@ class EvalSettings:
     dataset: str | None = None
     task: str | None = None
     variation: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
 
     def check(self) -> None:
         if self.workers < 0:
@@ -70,6 +74,8 @@ class EvalSettings:
             raise ConfigError(f"eval.video must be >= 0, got {self.video}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"eval.max_steps must be >= 1, got {self.max_steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"eval.threads must be >= 1 or null, got {self.threads}")
 
 
 @dataclass
@@ -144,9 +150,10 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
              len(jobs), settings.workers, settings.policy_on)
     start = time.perf_counter()
     if settings.workers == 0 or settings.policy_on == "main":
-        timing = _run_policy_on_main(plan, policy, jobs, settings.workers, record, video)
+        with _torch_threads(settings.threads or 1, policy.device):
+            timing = _run_policy_on_main(plan, policy, jobs, settings.workers, record, video)
     else:
-        timing = _run_policy_in_workers(plan, jobs, settings.workers, record, video)
+        timing = _run_policy_in_workers(plan, jobs, settings.workers, record, video, settings.threads)
     wall = time.perf_counter() - start
     results.sort(key=lambda r: r.index)
     for r in results:  # paths relative to out_dir, so a results folder can be moved or committed
@@ -156,6 +163,20 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     atomic_write_text(out_dir / EPISODES_FILE, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
     atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int, device) -> Iterator[None]:
+    """Run the block with `threads` torch CPU threads when the policy is on the CPU, then restore torch's value."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _run_policy_on_main(plan: EvalPlan, policy, jobs: list[EpisodeJob], workers: int,
@@ -193,7 +214,8 @@ def _policy_worker(env: EnvSpec, policy_file: str, threads: int, jobs: Any, resu
 
 
 def _run_policy_in_workers(plan: EvalPlan, jobs: list[EpisodeJob], workers: int,
-                           record: Callable[[EpisodeResult], None], video: VideoPlan | None) -> RolloutTiming:
+                           record: Callable[[EpisodeResult], None], video: VideoPlan | None,
+                           settings_threads: int | None = None) -> RolloutTiming:
     ctx = mp.get_context("spawn")
     count = max(1, min(workers, len(jobs)))
     job_q, result_q = ctx.Queue(), ctx.Queue()
@@ -201,7 +223,7 @@ def _run_policy_in_workers(plan: EvalPlan, jobs: list[EpisodeJob], workers: int,
         job_q.put(job)
     for _ in range(count):
         job_q.put(None)
-    threads = max(1, (os.cpu_count() or 1) // count)
+    threads = settings_threads or 1
     procs = [ctx.Process(target=_policy_worker, name=f"policy-worker-{i}", daemon=True,
                          args=(plan.env, str(plan.info.path), threads, job_q, result_q, plan.max_steps, video))
              for i in range(count)]
@@ -221,7 +243,6 @@ def _run_policy_in_workers(plan: EvalPlan, jobs: list[EpisodeJob], workers: int,
                 record(payload)
             elif kind == "done":
                 timing.merge(payload)
-                timing.startup_seconds = max(timing.startup_seconds, payload.startup_seconds)
                 done += 1
             else:
                 raise EnvWorkerError(payload)
@@ -239,7 +260,6 @@ def summarize(plan: EvalPlan, settings: EvalSettings, policy, results: list[Epis
     cfg = plan.info.config
     rate = SuccessRate(sum(r.success for r in results), len(results))
     frame_hw = plan.env.camera_size if isinstance(plan.env.camera_size, tuple) else (plan.env.camera_size,) * 2
-    rollout_seconds = max(wall - timing.startup_seconds, 1e-9)
     return {
         "format": SUMMARY_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -263,8 +283,10 @@ def summarize(plan: EvalPlan, settings: EvalSettings, policy, results: list[Epis
         "speed": {
             "env_steps": timing.env_steps,
             "wall_seconds": round(wall, 3),
-            "startup_seconds": round(timing.startup_seconds, 3),
-            "steps_per_second": timing.env_steps / rollout_seconds,
+            "startup_seconds": round(timing.startup_seconds, 3),  # env creation and first resets
+            "rollout_seconds": round(timing.rollout_seconds, 3),
+            # steady state: from every env holding its first observation to the last episode's end
+            "steps_per_second": timing.env_steps / max(timing.rollout_seconds, 1e-9),
             "policy_calls": timing.policy_calls,
             "mean_batch": sum(timing.batch_sizes) / len(timing.batch_sizes) if timing.batch_sizes else 0.0,
             "policy_ms_per_call": timing.policy_seconds * 1e3 / max(timing.policy_calls, 1),
@@ -272,5 +294,5 @@ def summarize(plan: EvalPlan, settings: EvalSettings, policy, results: list[Epis
             "policy_ms_per_call_p95": percentile(timing.call_ms, 95),
             "policy_ms_per_env_step": timing.policy_seconds * 1e3 / max(timing.env_steps, 1),
         },
-        "host": {"cpus": os.cpu_count(), "device": str(policy.device)},
+        "host": {"cpus": os.cpu_count(), "device": str(policy.device), "torch_threads": settings.threads or 1},
     }

@@ -57,12 +57,16 @@ class RolloutTiming:
 
     env_steps: int = 0
     startup_seconds: float = 0.0  # until every slot held its first observation (env creation, first reset)
+    rollout_seconds: float = 0.0  # from then until the last episode ended
     policy_calls: int = 0
     policy_seconds: float = 0.0
     call_ms: list[float] = field(default_factory=list)  # per policy call (all envs of the batch)
     batch_sizes: list[int] = field(default_factory=list)
 
     def merge(self, other: "RolloutTiming") -> None:
+        """Add the counters of a loop that ran concurrently with this one (times: the longest)."""
+        self.startup_seconds = max(self.startup_seconds, other.startup_seconds)
+        self.rollout_seconds = max(self.rollout_seconds, other.rollout_seconds)
         self.env_steps += other.env_steps
         self.policy_calls += other.policy_calls
         self.policy_seconds += other.policy_seconds
@@ -140,6 +144,7 @@ def run_episodes(envs: Sequence[EnvHandle], policy: BatchPolicy, jobs: Iterator[
         for slot in slots:
             if slot.video is not None:
                 slot.video.abort()
+    timing.rollout_seconds = time.perf_counter() - t_start - timing.startup_seconds
     return timing
 
 

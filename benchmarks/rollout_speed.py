@@ -1,0 +1,88 @@
+"""Rollout throughput on this machine: env steps/s with 1 and 2 worker processes, for both policy layouts (JSON).
+
+The policy is a real frozen encoder (default: pretrained efficientnet_lite0 at 224 px, lift's agentview camera) with
+an untrained MLP head -- speed does not depend on what the head learned, and untrained episodes all run exactly
+`--max-steps` steps, so every configuration does the same work. Steps/s excludes worker start-up (imports, env
+creation, first reset), which is reported separately.
+
+    python benchmarks/rollout_speed.py --workers 1 2 --layouts main workers
+    python benchmarks/rollout_speed.py --img-sizes 224 448 --camera-size 448      # base + S2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_checkpoint(folder: Path, encoder: str, weights: str, img_sizes: list[int], camera_size: int) -> Path:
+    """A lift policy file with the given frozen encoder and a freshly initialised MLP head."""
+    import envs
+    from s2policy.features import build_s2_encoder
+    from s2policy.policy import Normalizer, Policy, PolicyConfig
+
+    spec = envs.get_task("lift")
+    s2 = {"img_sizes": img_sizes}
+    enc = build_s2_encoder(encoder, weights, s2)
+    config = PolicyConfig(encoder=encoder, weights=weights, s2=s2, cameras=[spec.default_camera],
+                          proprio_keys=["proprio"], proprio_dim=spec.proprio_dim, action_dim=spec.action_dim,
+                          feature_dim=enc.out_dim, head="mlp", head_kwargs={"hidden": [256, 256]},
+                          camera_size=camera_size, n_action_steps=1, task="lift")
+    policy = Policy.create(config, enc, Normalizer(spec.proprio_dim), Normalizer(spec.action_dim))
+    return policy.save(folder / "policy.safetensors")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--encoder", default="efficientnet_lite0")
+    p.add_argument("--weights", default="pretrained")
+    p.add_argument("--img-sizes", type=int, nargs="+", default=[224])
+    p.add_argument("--camera-size", type=int, default=224)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--layouts", nargs="+", default=["main", "workers"], choices=["main", "workers"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the main-process policy")
+    p.add_argument("--episodes", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=50)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rollout_speed.json")
+    args = p.parse_args()
+
+    from s2policy.evaluate import EvalSettings, evaluate
+    from s2policy.fileio import atomic_write_text
+
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "load_average_at_start": os.getloadavg()},
+              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = make_checkpoint(Path(tmp), args.encoder, args.weights, args.img_sizes, args.camera_size)
+        for layout in args.layouts:
+            for workers in args.workers:
+                settings = EvalSettings(episodes=args.episodes, workers=workers, max_steps=args.max_steps,
+                                        policy_on=layout, threads=args.threads, device="cpu")
+                t0 = time.perf_counter()
+                summary = evaluate(ckpt, Path(tmp) / f"{layout}{workers}", settings)
+                speed = summary["speed"]
+                run = {"layout": layout, "workers": workers, "steps_per_second": round(speed["steps_per_second"], 2),
+                       "env_steps": speed["env_steps"], "startup_seconds": speed["startup_seconds"],
+                       "wall_seconds": round(time.perf_counter() - t0, 1),
+                       "policy_ms_per_call": round(speed["policy_ms_per_call"], 2),
+                       "policy_ms_per_env_step": round(speed["policy_ms_per_env_step"], 2),
+                       "gmacs_per_frame": summary["cost"]["gmacs_per_frame"]}
+                result["runs"].append(run)
+                print(json.dumps(run), flush=True)
+    by = {(r["layout"], r["workers"]): r["steps_per_second"] for r in result["runs"]}
+    result["speedup_2_vs_1"] = {layout: round(by[(layout, 2)] / by[(layout, 1)], 2)
+                                for layout in args.layouts if (layout, 1) in by and (layout, 2) in by}
+    result["machine"]["load_average_at_end"] = os.getloadavg()
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["speedup_2_vs_1"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The encoder study for one task: dataset -> (configuration x training seed) train -> evaluate -> report.
+
+Every stage reuses its output when it exists -- the dataset file, feature caches (keyed by the trainer), final policy
+files (an unfinished training run is resumed), evaluations whose summary matches the requested settings -- so
+re-running the same command after an interruption continues where it stopped. Stage wall times are recorded in
+<study_dir>/stages.json.
+
+    python -m s2policy.study task=lift seeds=[0,1,2]        # config: configs/study.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .evaluate import SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
+from .evaluate.checkpoint_info import POLICY_FILE, TRAIN_STATE_FILE, file_sha256
+from .fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+class StageLog:
+    """Wall time and outcome of each stage, kept in <study_dir>/stages.json across runs of the study."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.stages: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def run(self, name: str, done: Callable[[], bool], work: Callable[[], Any]) -> None:
+        if done():
+            log.info("%s: reusing existing output", name)
+            self.stages.setdefault(name, {})["reused"] = True
+        else:
+            log.info("%s: running", name)
+            start = time.perf_counter()
+            work()
+            self.stages[name] = {"seconds": round(time.perf_counter() - start, 1), "reused": False,
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_text(self.path, json.dumps(self.stages, indent=1) + "\n")
+
+
+def compose_train_config(overrides: Sequence[str]) -> dict[str, Any]:
+    """The run config train_policy.py would build from `overrides` (configs/config.yaml + groups), as a plain dict."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (the study CLI): same config folder
+        cfg = compose(config_name="config", overrides=list(overrides))
+    else:
+        with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    run = OmegaConf.to_container(cfg, resolve=True)
+    run.pop("hydra", None)
+    return run
+
+
+def evaluation_matches(summary_path: Path, policy_file: Path, settings: EvalSettings) -> bool:
+    """True when `summary_path` evaluated this very policy file with the same episodes, seeds and limits."""
+    if not summary_path.is_file():
+        return False
+    try:
+        summary = json.loads(summary_path.read_text())
+        ev = summary["eval"]
+        return (summary["checkpoint_sha256"] == file_sha256(policy_file) and ev["episodes"] == settings.episodes
+                and ev["seed"] == settings.seed and ev["max_steps"] == (settings.max_steps or ev["max_steps"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def ensure_dataset(cfg: Mapping[str, Any], stages: StageLog) -> Path:
+    """cfg.dataset, or the study's own demos (collected once)."""
+    if cfg.get("dataset"):
+        return Path(cfg["dataset"])
+    c = cfg["collect"]
+    path = Path(cfg["study_dir"]) / "demos.hdf5"
+
+    def collect() -> None:
+        import envs
+
+        summary = envs.collect_demos(cfg["task"]["name"], c["num_demos"], str(path), camera_size=c["camera_size"],
+                                     seed=c["seed"], workers=c["workers"], progress=cfg.get("progress", True),
+                                     **c.get("variation", {}))
+        log.info("collected %s", summary)
+
+    stages.run("collect", path.is_file, collect)
+    return path
+
+
+def run_study(cfg: Mapping[str, Any], on_result: Callable[[str, dict], None] | None = None) -> dict[str, Path]:
+    """Run (or continue) the study described by `cfg` (configs/study.yaml composed, as a dict: `task` and `policy`
+    are the training config groups' contents); returns the report paths."""
+    from .report import write_report
+
+    study_dir = Path(cfg["study_dir"])
+    study_dir.mkdir(parents=True, exist_ok=True)
+    stages = StageLog(study_dir / "stages.json")
+    dataset = ensure_dataset(cfg, stages)
+    task = cfg["task"]["name"]
+    settings = EvalSettings(**{**dict(cfg["eval"]), "dataset": str(dataset), "task": task})
+    camera_size = cfg["collect"]["camera_size"] if not cfg.get("dataset") else None
+    for name, overrides in cfg["configurations"].items():
+        for seed in cfg["seeds"]:
+            run_dir = study_dir / "runs" / name / f"seed{seed}"
+            train_overrides = [f"task={task}", f"dataset={dataset}", f"policy={cfg['policy']['name']}",
+                               f"seed={seed}", f"out_dir={run_dir}", *overrides, *cfg.get("train_overrides", [])]
+            if camera_size is not None:
+                train_overrides.append(f"task.camera_size={camera_size}")
+            _train_stage(f"train {name} seed{seed}", run_dir, train_overrides, stages)
+            policy_file = resolve_policy_file(run_dir)
+            out = run_dir / "eval"
+            stages.run(f"eval {name} seed{seed}", lambda: evaluation_matches(out / SUMMARY_FILE, policy_file, settings),
+                       lambda: evaluate(policy_file, out, settings))
+            if on_result is not None:
+                on_result(f"{name} seed{seed}", json.loads((out / SUMMARY_FILE).read_text()))
+    title = cfg.get("report_title") or f"{task}: base vs base + S2 vs larger backbone"
+    written: dict[str, Path] = {}
+    stages.run("report", lambda: False,
+               lambda: written.update(write_report([study_dir / "runs"], study_dir / "report", title)))
+    return written
+
+
+def _train_stage(name: str, run_dir: Path, overrides: list[str], stages: StageLog) -> None:
+    from .train import train
+
+    def work() -> None:
+        resume = (run_dir / TRAIN_STATE_FILE).is_file()  # an interrupted run continues from its last checkpoint
+        train(compose_train_config([*overrides, f"resume={str(resume).lower()}"]))
+
+    stages.run(name, (run_dir / POLICY_FILE).is_file, work)
+
+
+def _main() -> None:
+    import sys
+
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from .errors import S2PolicyError
+
+    @hydra.main(config_path=str(CONFIGS), config_name="study", version_base="1.3")
+    def main(cfg: DictConfig) -> None:
+        from .evaluate.cli import format_summary
+
+        run = OmegaConf.to_container(cfg, resolve=True)
+        try:
+            written = run_study(run, on_result=lambda name, s: print(f"{name}: {format_summary(s)}"))
+        except S2PolicyError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        print(Path(written["markdown"]).read_text())
+        for kind, path in written.items():
+            print(f"{kind}: {path}")
+
+    main()
+
+
+if __name__ == "__main__":
+    _main()
