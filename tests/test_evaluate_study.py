@@ -1,0 +1,41 @@
+"""The study driver's bookkeeping (no simulator): train configs composed like the CLI's, evaluation reuse rules."""
+
+from __future__ import annotations
+
+import json
+
+from s2policy.evaluate import EvalSettings
+from s2policy.evaluate.checkpoint_info import file_sha256
+from s2policy.study import StageLog, compose_train_config, evaluation_matches
+
+
+def test_train_config_composes_like_train_policy_cli(tmp_path):
+    cfg = compose_train_config(["task=lift", "encoder=efficientnet_lite2", "s2.scales=null", "s2.img_sizes=[260]",
+                                "seed=3", f"out_dir={tmp_path}", "task.camera_size=448"])
+    assert cfg["encoder"]["name"] == "efficientnet_lite2" and cfg["s2"]["img_sizes"] == [260]
+    assert cfg["seed"] == 3 and cfg["task"]["camera_size"] == 448 and "hydra" not in cfg
+
+
+def test_finished_evaluation_is_reused_only_for_the_same_policy_and_settings(tmp_path):
+    policy = tmp_path / "policy.safetensors"
+    policy.write_bytes(b"weights v1")
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"checkpoint_sha256": file_sha256(policy),
+                                   "eval": {"episodes": 50, "seed": 0, "max_steps": 200}}))
+    assert evaluation_matches(summary, policy, EvalSettings(episodes=50))
+    assert not evaluation_matches(summary, policy, EvalSettings(episodes=60))
+    assert not evaluation_matches(summary, policy, EvalSettings(episodes=50, seed=1))
+    assert not evaluation_matches(summary, policy, EvalSettings(episodes=50, max_steps=100))
+    policy.write_bytes(b"weights v2")  # retrained: the old evaluation no longer applies
+    assert not evaluation_matches(summary, policy, EvalSettings(episodes=50))
+    assert not evaluation_matches(tmp_path / "missing.json", policy, EvalSettings())
+
+
+def test_stage_log_skips_done_stages_and_persists(tmp_path):
+    calls = []
+    log = StageLog(tmp_path / "stages.json")
+    log.run("a", lambda: False, lambda: calls.append("a"))
+    log.run("b", lambda: True, lambda: calls.append("b"))
+    assert calls == ["a"]
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    assert stages["a"]["reused"] is False and stages["b"] == {"reused": True}
