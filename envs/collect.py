@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .rendering import CameraSize, image_hw
+from .make import check_variation
 from .tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Episode:
 def make_collection_env(config: EpisodeConfig):
     from .make import make_env
 
-    cameras = (config.cameras if config.cameras is not None else None) if config.store_images else []
+    cameras = config.cameras if config.store_images else []  # no cameras: states and low-dim obs only
     return make_env(config.task, cameras=cameras, camera_size=config.camera_size, **config.variation)
 
 
@@ -180,10 +181,7 @@ def collect_demos(task: str, num_demos: int, output: str | os.PathLike, camera_s
 
     if num_demos < 1:
         raise ConfigError(f"num_demos must be >= 1, got {num_demos}")
-    spec = get_task(task)
-    bad = sorted(set(variation) - set(spec.variations))
-    if bad:
-        raise ConfigError(f"task {task!r} does not support {bad}; it supports {list(spec.variations)}")
+    check_variation(get_task(task), variation)  # fail here, not inside a worker
     config = EpisodeConfig(task, list(cameras) if cameras is not None else None, image_hw(camera_size),
                            store_images, action_noise, dict(variation))
     max_attempts = max_attempts or 2 * num_demos + 10

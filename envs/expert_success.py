@@ -28,7 +28,7 @@ def expert_success(task: str, episodes: int = 50, seed: int = 100_000, action_no
         for k in range(episodes):
             obs, _ = env.reset(seed=seed + k)
             expert.reset()
-            for step in range(1, task_max_steps(task) + 1):
+            for step in range(1, env.task.max_steps + 1):
                 obs, _, terminated, truncated, info = env.step(expert.act(env, obs))
                 if terminated or truncated:
                     break
@@ -40,10 +40,6 @@ def expert_success(task: str, episodes: int = 50, seed: int = 100_000, action_no
     return {"task": task, "successes": successes, "episodes": episodes, "rate": successes / episodes,
             "mean_steps": float(np.mean(lengths)) if lengths else None,
             "seconds": round(time.perf_counter() - start, 1)}
-
-
-def task_max_steps(task: str) -> int:
-    return TASKS[task].max_steps
 
 
 def main(argv: Sequence[str] | None = None) -> None:

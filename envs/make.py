@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from s2policy.errors import ConfigError
+
 from .base import TaskEnv
 from .rendering import CameraSize
-from .tasks import TASKS, get_task
+from .tasks import TASKS, TaskSpec, get_task
+
+
+def check_variation(spec: TaskSpec, variation: dict[str, Any]) -> None:
+    """Raise ConfigError for variation keywords the task does not support."""
+    unsupported = sorted(set(variation) - set(spec.variations))
+    if unsupported:
+        raise ConfigError(f"task {spec.name!r} does not support {unsupported}; it supports {list(spec.variations)}")
 
 
 def make_env(task: str, cameras: Sequence[str] | None = None, camera_size: CameraSize = 448,
@@ -14,12 +23,8 @@ def make_env(task: str, cameras: Sequence[str] | None = None, camera_size: Camer
     """Create a task env. cameras: names to render (default the task's main camera; [] renders nothing, fastest);
     camera_size: int or (H, W); seed: seed of the first reset; variation: task keywords listed in
     TASKS[task].variations (e.g. placement_range=0.1 for lift)."""
-    from s2policy.errors import ConfigError
-
     spec = get_task(task)
-    unsupported = sorted(set(variation) - set(spec.variations))
-    if unsupported:
-        raise ConfigError(f"task {task!r} does not support {unsupported}; it supports {list(spec.variations)}")
+    check_variation(spec, variation)
     if cameras is not None:
         unknown = [c for c in cameras if c not in spec.cameras]
         if unknown:

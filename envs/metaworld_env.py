@@ -31,6 +31,7 @@ class MetaWorldTaskEnv(TaskEnv):
         self.suite.max_path_length = spec.max_steps + 1  # our TaskEnv truncates; Meta-World would raise past its cap
         tune_model_for_cpu(self.suite.model)
         self._raw_obs = np.zeros(39)
+        self._success = False
 
     @property
     def mj_model_data(self):

@@ -10,6 +10,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from s2policy.errors import ConfigError
+
 CameraSize = int | Sequence[int]
 
 
@@ -50,8 +52,6 @@ class CameraRenderer:
         names = {model.camera(i).name for i in range(model.ncam)}
         unknown = [c for c in cameras if c not in names]
         if unknown:
-            from s2policy.errors import ConfigError
-
             raise ConfigError(f"unknown camera(s) {unknown}; this scene has {sorted(names)}")
         self.model, self.data = model, data
         self.cameras = list(cameras)

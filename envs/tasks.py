@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s2policy.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -69,8 +71,6 @@ TASKS: dict[str, TaskSpec] = {
 
 
 def get_task(name: str) -> TaskSpec:
-    from s2policy.errors import ConfigError
-
     try:
         return TASKS[name]
     except KeyError:
