@@ -75,6 +75,21 @@ def test_robomimic_get_dataset_info_reads_our_file(lift_file):
     assert "total transitions" in result.stdout and "agentview_image" in result.stdout
 
 
+def test_robomimic_sequence_dataset_reads_collected_file(lift_file):
+    pytest.importorskip("robomimic")
+    import robomimic.utils.obs_utils as ObsUtils
+    from robomimic.utils.dataset import SequenceDataset
+
+    path, _ = lift_file
+    ObsUtils.initialize_obs_utils_with_obs_specs(
+        {"obs": {"low_dim": ["proprio", "object"], "rgb": ["agentview_image"]}})
+    dataset = SequenceDataset(str(path), obs_keys=("proprio", "object", "agentview_image"),
+                              dataset_keys=("actions", "rewards", "dones"), load_next_obs=False, seq_length=3,
+                              filter_by_attribute="train")
+    item = dataset[0]
+    assert item["actions"].shape == (3, 7) and item["obs"]["object"].shape == (3, 7)
+
+
 def test_metaworld_collect_two_workers_no_images_and_rerender(tmp_path):
     path = tmp_path / "drawer.hdf5"
     summary = envs.collect_demos("mw-drawer-open", 2, path, workers=2, store_images=False, camera_size=32,
