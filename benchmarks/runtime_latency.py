@@ -6,7 +6,9 @@ for training) plus Panda-like proprio (16) -> action (7):
 - `bare`: `Policy.act` called back to back (the compute the robot cannot avoid);
 - `loop`: the same policy in `ControlLoop` with an instant robot, inference in the tick, at a rate it can hold;
   loop overhead = loop tick latency / bare compute (target <= 1.05), for the mean and the median;
-- `background`: the loop with the background inference thread at twice that rate (tick latency vs action age).
+- `background`: the loop with the background inference thread at twice that rate (tick latency vs action age);
+- `onnx` (with --onnx): the same policy exported to ONNX and run on onnxruntime (`ExportedPolicy`), bare and in the
+  loop, with its parity against eager.
 Blocks of bare and loop ticks alternate so both see the same machine load. Achievable rate = 1 / p95 tick latency
 (95% of ticks meet their deadline).
 
@@ -20,6 +22,7 @@ import copy
 import json
 import os
 import platform
+import tempfile
 import time
 
 import numpy as np
@@ -28,6 +31,7 @@ import torch
 from s2policy.features.encoder import build_s2_encoder
 from s2policy.policy import Normalizer, Policy, PolicyConfig
 from s2policy.runtime import TIMESTAMP_KEY, ControlLoop, PolicyRunner
+from s2policy.runtime.export import ExportedPolicy, export_policy
 from s2policy.runtime.report import summarize
 
 PROPRIO_DIM, ACTION_DIM = 16, 7
@@ -66,24 +70,43 @@ def build_policy(encoder: str, weights: str, scales: list[int], head: str) -> tu
     return policy.eval(), weights
 
 
-def bench_config(encoder: str, weights: str, scales: list[int], head: str, ticks: int, blocks: int) -> dict:
+def time_calls(fn, obs: dict, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn(obs)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_onnx(policy: Policy, obs: dict, ticks: int, blocks: int, workdir: str, threads: int | None) -> dict:
+    manifest = export_policy(policy, workdir, "onnx", parity_steps=3)
+    exported = ExportedPolicy.load(workdir, threads=threads)
+    time_calls(exported.act, obs, 2)
+    bare = time_calls(exported.act, obs, ticks * blocks)
+    hz = 1.0 / (1.3 * float(np.median(bare)))
+    loop = ControlLoop(InstantRobot(obs), exported, hz)
+    report = loop.run(steps=ticks * blocks)
+    b, t = summarize(bare), report.tick_latency_ms
+    return {"parity_max_abs_diff": manifest.parity_max_abs_diff, "bare_ms": b, "loop_tick_ms": t,
+            "stage_ms": report.stage_ms, "loop_overhead_p50": t["p50"] / b["p50"],
+            "achievable_hz_in_tick": 1e3 / t["p95"]}
+
+
+def bench_config(encoder: str, weights: str, scales: list[int], head: str, ticks: int, blocks: int,
+                 onnx_dir: str | None = None, threads: int | None = None) -> dict:
     policy, weights = build_policy(encoder, weights, scales, head)
     side = policy.config.camera_size
     rng = np.random.default_rng(1)
     obs = {"agentview": rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8),
            "proprio": rng.normal(size=PROPRIO_DIM).astype(np.float32)}
     runner = PolicyRunner(copy.deepcopy(policy), warmup_steps=3, example_observation=obs)  # hooks on the copy only
-    with torch.inference_mode():
-        for _ in range(3):
-            policy.act(obs)
+    act = torch.inference_mode()(policy.act)
+    time_calls(act, obs, 3)
     bare: list[float] = []
     loops: list[ControlLoop] = []
     for _ in range(blocks):
-        for _ in range(ticks):
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                policy.act(obs)
-            bare.append(time.perf_counter() - t0)
+        bare += time_calls(act, obs, ticks)
         hz = 1.0 / (1.3 * float(np.median(bare)))
         loop = ControlLoop(InstantRobot(obs), runner, hz)
         loop.run(steps=ticks)
@@ -92,6 +115,7 @@ def bench_config(encoder: str, weights: str, scales: list[int], head: str, ticks
     stages = {s: summarize([x for lp in loops for x in lp.timing.stages[s]]) for s in loops[0].timing.stages}
     background = ControlLoop(InstantRobot(obs), runner, 2 * hz, background=True).run(steps=2 * ticks)
     bare_s, tick_s = summarize(bare), summarize(tick)
+    onnx = bench_onnx(policy, obs, ticks, blocks, onnx_dir, threads) if onnx_dir else None
     return {
         "encoder": encoder, "weights": weights, "scales": scales, "frame": [side, side], "head": head,
         "crops_per_frame": policy.encoder.crops_per_frame((side, side)),
@@ -105,6 +129,7 @@ def bench_config(encoder: str, weights: str, scales: list[int], head: str, ticks
         "background": {"target_hz": 2 * hz, "achieved_hz": background.achieved_hz,
                        "tick_ms": background.tick_latency_ms, "action_age_ms": background.action_age_ms,
                        "inferences": background.inferences, "ticks": background.ticks},
+        "onnx": onnx,
     }
 
 
@@ -117,6 +142,7 @@ def main() -> None:
     p.add_argument("--ticks", type=int, default=10, help="ticks per block")
     p.add_argument("--blocks", type=int, default=3, help="alternating bare / loop blocks")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--onnx", action="store_true", help="also export to ONNX and time it on onnxruntime")
     p.add_argument("--out", default="benchmarks/results/runtime_latency.json")
     args = p.parse_args()
     if args.threads:
@@ -125,11 +151,14 @@ def main() -> None:
     for encoder in args.encoders:
         for scales in args.scales:
             s = [int(v) for v in scales.split(",")]
-            r = bench_config(encoder, args.weights, s, args.head, args.ticks, args.blocks)
+            with tempfile.TemporaryDirectory() as tmp:
+                r = bench_config(encoder, args.weights, s, args.head, args.ticks, args.blocks,
+                                 tmp if args.onnx else None, args.threads)
             results.append(r)
             print(f"{encoder:>20} S2{tuple(s)} {r['frame'][0]}px: bare p50 {r['bare_ms']['p50']:.1f} ms, "
                   f"loop p50 {r['loop_tick_ms']['p50']:.1f} ms, overhead {r['loop_overhead_p50']:.3f} (p50) "
-                  f"{r['loop_overhead_mean']:.3f} (mean), achievable {r['achievable_hz_in_tick']:.1f} Hz", flush=True)
+                  f"{r['loop_overhead_mean']:.3f} (mean), achievable {r['achievable_hz_in_tick']:.1f} Hz"
+                  + (f"; onnx bare p50 {r['onnx']['bare_ms']['p50']:.1f} ms" if r["onnx"] else ""), flush=True)
     out = {
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(),

@@ -1,6 +1,7 @@
 """python -m s2policy.runtime --checkpoint <ckpt> --robot sim --hz 10 [--task lift] [--seconds N] [--background-inference]
 
-Runs a policy checkpoint in the control loop on a simulated robot and prints the cadence report.
+Runs a policy checkpoint (or, with --exported, graphs written by s2policy.runtime.export) in the control loop on a
+simulated robot and prints the cadence report.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from ..errors import S2PolicyError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m s2policy.runtime", description=__doc__.splitlines()[2])
-    p.add_argument("--checkpoint", required=True, help="policy checkpoint (.safetensors file or its directory)")
+    p = argparse.ArgumentParser(prog="python -m s2policy.runtime", description=" ".join(__doc__.splitlines()[2:4]))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="policy checkpoint (.safetensors file or its directory)")
+    source.add_argument("--exported", help="directory written by `python -m s2policy.runtime.export` (onnxruntime)")
     p.add_argument("--robot", choices=["sim"], default="sim",
                    help="sim: our MuJoCo task in real time (real robots plug in through the Python API)")
     p.add_argument("--hz", type=float, default=10.0, help="control rate")
@@ -43,16 +46,27 @@ def main(argv: list[str] | None = None) -> int:
     from ..fileio import atomic_write_text
     from ..policy import read_policy_config
     from . import ControlLoop, PolicyRunner, SafetyConfig, SimRobot
+    from .export import ExportedPolicy
 
     try:
-        config = read_policy_config(args.checkpoint)
-        camera_size = args.camera_size or config.camera_size or 224
-        robot = SimRobot.for_task(args.task or config.task or "lift", cameras=list(config.cameras),
-                                  camera_size=camera_size, sim_hz=args.sim_hz, seed=args.seed)
+        exported = ExportedPolicy.load(args.exported, threads=args.threads) if args.exported else None
+        if exported is not None:
+            manifest = exported.manifest
+            cameras, task = manifest.cameras, manifest.task
+            camera_size = args.camera_size or tuple(manifest.frame_shapes[cameras[0]])
+        else:
+            config = read_policy_config(args.checkpoint)
+            cameras, task = list(config.cameras), config.task
+            camera_size = args.camera_size or config.camera_size or 224
+        task = args.task or task or "lift"
+        robot = SimRobot.for_task(task, cameras=cameras, camera_size=camera_size, sim_hz=args.sim_hz, seed=args.seed)
         try:
-            runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
-                                                  compile=args.compile, threads=args.threads,
-                                                  example_observation=robot.get_observation())
+            if exported is not None:
+                runner = exported
+            else:
+                runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
+                                                      compile=args.compile, threads=args.threads,
+                                                      example_observation=robot.get_observation())
             safety = SafetyConfig(low=robot.action_low, high=robot.action_high, max_delta=args.max_delta,
                                   fault_action=args.fault_action)
         except BaseException:
@@ -63,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except (S2PolicyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report.extra.update(task=args.task or config.task or "lift", episodes_finished=robot.episodes,
+    report.extra.update(task=task, episodes_finished=robot.episodes,
                         successes=robot.successes, sim_steps=robot.steps, sim_overruns=robot.overruns)
     print(report.format())
     if args.json:

@@ -101,6 +101,7 @@ class ExportManifest:
     action_std: list[float]
     encoder_file: str
     head_file: str
+    task: str | None = None
     parity_max_abs_diff: float | None = None
 
 
@@ -138,6 +139,7 @@ def export_policy(policy: Policy, out_dir: str | Path, fmt: str = "onnx",
         horizon=policy.horizon, execution=cfg.execution, n_action_steps=cfg.n_action_steps,
         ensemble_decay=cfg.ensemble_decay, action_mean=policy.action_norm.mean.tolist(),
         action_std=policy.action_norm.std.tolist(), encoder_file=f"encoder{suffix}", head_file=f"head{suffix}",
+        task=cfg.task,
     )
     atomic_write_text(out / MANIFEST, json.dumps(asdict(manifest), indent=2))
     log.info("exported %s graphs to %s in %.1f s", fmt, out, time.perf_counter() - started)
