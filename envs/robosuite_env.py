@@ -15,23 +15,70 @@ from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
+#: Distractor box colours: none of them red, so the task cube stays unambiguous.
+DISTRACTOR_COLOURS = ([0.1, 0.4, 0.9, 1], [0.1, 0.7, 0.2, 1], [0.9, 0.8, 0.1, 1], [0.6, 0.2, 0.7, 1])
+#: Smallest placement half-width (m) that leaves room for the cube plus distractors.
+MIN_RANGE_WITH_DISTRACTORS = 0.08
+
+
+def lift_with_distractors_class():
+    """robosuite Lift plus `num_distractors` coloured boxes placed by the same sampler as the cube.
+
+    Defined on first use: robosuite registers every env class by name when the class is created."""
+    global _LiftWithDistractors
+    if "_LiftWithDistractors" in globals():
+        return _LiftWithDistractors
+    from robosuite.environments.manipulation.lift import Lift
+    from robosuite.models.objects import BoxObject
+
+    class LiftWithDistractors(Lift):
+        def __init__(self, *args, num_distractors: int = 0, placement_range: float = 0.03, **kwargs):
+            self.num_distractors, self.placement_range = num_distractors, placement_range
+            super().__init__(*args, **kwargs)
+
+        def _load_model(self):
+            super()._load_model()
+            # Widen the cube's range before the constructor's first reset has to fit the distractors in.
+            self.placement_initializer.x_range = [-self.placement_range, self.placement_range]
+            self.placement_initializer.y_range = [-self.placement_range, self.placement_range]
+            self.distractors = [BoxObject(name=f"distractor{i}", size=[0.018, 0.018, 0.018], rgba=colour)
+                                for i, colour in enumerate(DISTRACTOR_COLOURS[: self.num_distractors])]
+            if self.distractors:
+                self.model.merge_objects(self.distractors)
+                self.placement_initializer.add_objects(self.distractors)
+
+    _LiftWithDistractors = LiftWithDistractors
+    return LiftWithDistractors
+
 
 class RobosuiteTaskEnv(TaskEnv):
     """Variation keywords: placement_range (half-width in m of the square where objects are placed; Lift's own is
-    0.03, Stack's 0.08) and object_scale (Lift only: cube edge multiplier, 0.5-1.4)."""
+    0.03, Stack's 0.08), object_scale (Lift only: cube edge multiplier, 0.5-1.4) and distractors (Lift only: 0-4
+    coloured boxes on the table, needs placement_range >= 0.08)."""
 
     hidden_geom_groups = (0,)  # robosuite's collision meshes
 
     def __init__(self, spec: TaskSpec, cameras: Sequence[str] | None = None, camera_size: CameraSize = 448,
-                 seed: int | None = None, placement_range: float | None = None, object_scale: float = 1.0):
+                 seed: int | None = None, placement_range: float | None = None, object_scale: float = 1.0,
+                 distractors: int = 0):
         super().__init__(spec, cameras, camera_size, seed)
         import robosuite
 
+        suite_task, extra = spec.suite_task, {}
+        if distractors:
+            if not 0 <= distractors <= len(DISTRACTOR_COLOURS):
+                raise ConfigError(f"distractors must be in 0..{len(DISTRACTOR_COLOURS)}, got {distractors}")
+            if placement_range is None or placement_range < MIN_RANGE_WITH_DISTRACTORS:
+                raise ConfigError(f"distractors need placement_range >= {MIN_RANGE_WITH_DISTRACTORS} "
+                                  f"(room for the cube and {distractors} boxes), got {placement_range}")
+            suite_task, extra = lift_with_distractors_class().__name__, {"num_distractors": int(distractors),
+                                                                "placement_range": float(placement_range)}
         self.suite = robosuite.make(
-            spec.suite_task, robots="Panda", has_renderer=False, has_offscreen_renderer=False,
+            suite_task, robots="Panda", has_renderer=False, has_offscreen_renderer=False,
             use_camera_obs=False, use_object_obs=True, reward_shaping=False, hard_reset=False,
             horizon=spec.max_steps + 1, ignore_done=True,
             seed=0,  # fixes the scene itself (Lift samples its cube size at load); reset(seed=k) varies placement
+            **extra,
         )
         # We render with our own renderer (any size, several cameras, CPU-tuned); robosuite only simulates.
         tune_model_for_cpu(self.suite.sim.model._model)

@@ -57,7 +57,7 @@ TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in [
         _robosuite("lift", "Lift", 7, 200, "cube centre more than 4 cm above the table",
-                   ("placement_range", "object_scale")),
+                   ("placement_range", "object_scale", "distractors")),
         _robosuite("can", "PickPlaceCan", 7, 400, "can inside its target bin with the gripper clear of it"),
         _robosuite("stack", "Stack", 14, 400, "cube A resting on cube B and released",
                    ("placement_range",)),

@@ -80,11 +80,14 @@ def test_unknown_options_are_config_errors():
         envs.make_env("lift", cameras=["corner2"])
 
 
-def test_lift_placement_range_and_object_scale():
-    wide = envs.make_env("lift", cameras=[], placement_range=0.15, object_scale=1.3)
+def test_lift_variations():
+    wide = envs.make_env("lift", cameras=[], placement_range=0.15, object_scale=1.3, distractors=2)
     xy = np.array([wide.reset(seed=k)[0]["object"][:2] for k in range(8)])
+    assert len(wide.suite.distractors) == 2
     wide.close()
     assert np.ptp(xy, axis=0).max() > 0.08  # the default +-3 cm range could not spread this far
+    with pytest.raises(ConfigError, match="distractors need placement_range"):
+        envs.make_env("lift", distractors=1)
 
 
 @pytest.mark.parametrize("task,episodes", [("lift", 3), ("mw-button-press-topdown", 3)])
