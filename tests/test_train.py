@@ -136,6 +136,3 @@ def test_cli_and_ddp_on_cpu_match_a_single_process(tmp_path):
     a, b = load_file(tmp_path / "ddp" / "policy.safetensors"), load_file(tmp_path / "one" / "policy.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    bad = subprocess.run([sys.executable, str(REPO / "train_policy.py"), *args, "task.camera_size=16",
-                          f"out_dir={tmp_path / 'bad'}"], env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "error: task.camera_size=16 is below" in bad.stderr

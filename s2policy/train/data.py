@@ -84,13 +84,14 @@ class StepFeatures(Protocol):
 class CachedFeatures:
     """Features of every step held in memory (cache dtype), concatenated over cameras in the configured order."""
 
-    def __init__(self, caches: Sequence[FeatureCache], demos: Sequence[str]):
+    def __init__(self, caches: Sequence[FeatureCache], demos: Sequence[str], device: torch.device | str = "cpu"):
         per_camera = [np.concatenate([c.embeddings(d) for d in demos]) for c in caches]
-        self.table = torch.from_numpy(np.concatenate(per_camera, axis=1))
+        # On a GPU the whole table moves once: batches are then gathered without host-to-device copies.
+        self.table = torch.from_numpy(np.concatenate(per_camera, axis=1)).to(device)
         self.dim = int(self.table.shape[1])
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.table[idx].float()
+        return self.table[idx.to(self.table.device)].float()
 
 
 class EncodedFeatures:

@@ -77,6 +77,8 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
                disable=not (t["progress"] and dist.is_main))
 
     # --- optimisation ---
+    if dist.device.type == "cpu" and t.get("cpu_threads"):
+        torch.set_num_threads(int(t["cpu_threads"]))  # tiny head ops: extra threads mostly wait on each other
     while step < t["steps"]:
         lr = lr_at(step, t["lr"], t["warmup_steps"], t["steps"])
         for group in optimizer.param_groups:

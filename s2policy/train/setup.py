@@ -46,7 +46,7 @@ def ensure_dataset(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
 
         log.info("no dataset given: collecting %d %s demos into %s", c["num_demos"], task["name"], path)
         envs.collect_demos(task["name"], c["num_demos"], str(path), camera_size=size, seed=c["seed"],
-                           workers=c["workers"])
+                           workers=c["workers"], cameras=list(task["cameras"]))
     barrier()
     return path
 
@@ -86,7 +86,7 @@ def build_step_features(cfg: Mapping[str, Any], path: Path, encoder: torch.nn.Mo
             log.info("extracted %s features: %d frames, %.1f frames/s", cam, stats.frames, stats.frames_per_second)
         caches.append(cache)
     if feats_cfg["cache"]:
-        return {name: CachedFeatures(caches, steps.demos) for name, steps in splits.items()}
+        return {name: CachedFeatures(caches, steps.demos, dist.device) for name, steps in splits.items()}
     return {name: EncodedFeatures(str(path), steps, cameras, encoder, dist.device, cfg["precision"])
             for name, steps in splits.items()}
 
