@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .make import check_variation, make_env
 from .rendering import CameraSize, image_hw
-from .make import check_variation
 from .tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -52,36 +52,41 @@ class Episode:
     model_file: str | None
 
 
-def make_collection_env(config: EpisodeConfig):
-    from .make import make_env
+LOW_DIM_KEYS = ("proprio", "object")
 
+
+def dataset_obs_key(env_key: str) -> str:
+    """Env observation key -> obs/<key> in the file: cameras become `<camera>_image` (robomimic's convention)."""
+    return env_key if env_key in LOW_DIM_KEYS else f"{env_key}_image"
+
+
+def make_collection_env(config: EpisodeConfig):
     cameras = config.cameras if config.store_images else []  # no cameras: states and low-dim obs only
     return make_env(config.task, cameras=cameras, camera_size=config.camera_size, **config.variation)
 
 
 def run_episode(env, expert, seed: int) -> Episode:
     """Roll the expert out from reset(seed=seed) until success or truncation, recording obs before each action."""
-    obs, info = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed)
     expert.reset()
-    steps: dict[str, list] = collections.defaultdict(list)
-    success = False
-    while True:
+    recorded_obs: dict[str, list] = collections.defaultdict(list)
+    actions, states, rewards, dones = [], [], [], []
+    done = False
+    while not done:
         action = expert.act(env, obs)
         for key, value in obs.items():
-            steps[key if key in ("proprio", "object") else f"{key}_image"].append(value)
-        steps["states"].append(env.unwrapped.get_state())
-        steps["actions"].append(action)
+            recorded_obs[dataset_obs_key(key)].append(value)
+        states.append(env.unwrapped.get_state())
+        actions.append(action)
         obs, reward, terminated, truncated, info = env.step(action)
-        steps["rewards"].append(reward)
-        steps["dones"].append(terminated)
-        if terminated or truncated:
-            success = bool(info["success"])
-            break
-    model_file = env.unwrapped.model_xml() if hasattr(env.unwrapped, "model_xml") else None
-    pop = lambda name, dtype: np.asarray(steps.pop(name), dtype=dtype)  # noqa: E731
-    return Episode(seed=seed, success=success, actions=pop("actions", np.float32), states=pop("states", np.float64),
-                   rewards=pop("rewards", np.float32), dones=pop("dones", np.uint8),
-                   obs={k: np.stack(v) for k, v in steps.items()}, model_file=model_file)
+        rewards.append(reward)
+        dones.append(terminated)
+        done = terminated or truncated
+    model_xml = getattr(env.unwrapped, "model_xml", None)
+    return Episode(seed=seed, success=bool(info["success"]), actions=np.asarray(actions, np.float32),
+                   obs={k: np.stack(v) for k, v in recorded_obs.items()}, states=np.asarray(states, np.float64),
+                   rewards=np.asarray(rewards, np.float32), dones=np.asarray(dones, np.uint8),
+                   model_file=model_xml() if model_xml else None)
 
 
 class EpisodeRunner:
