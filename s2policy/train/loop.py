@@ -48,6 +48,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     torch.manual_seed(cfg["seed"])
     if t["batch_size"] % dist.world_size:
         raise ConfigError(f"train.batch_size={t['batch_size']} must be divisible by the {dist.world_size} processes")
+    resume_from = _checkpoint_to_resume(cfg, out_dir)
 
     # --- data and frozen features ---
     encoder = build_s2_encoder(cfg["encoder"]["name"], cfg["encoder"]["weights"], cfg["s2"]).to(dist.device)
@@ -70,7 +71,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     model = head if dist.world_size == 1 else torch.nn.parallel.DistributedDataParallel(head)
     optimizer = torch.optim.AdamW(head.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     ema = EMA(head, t["ema_decay"])
-    step = _resume_or_start(cfg, out_dir, policy, ema, optimizer, dist.is_main)
+    step = _restore(resume_from, cfg, policy, ema, optimizer, dist.is_main) if resume_from else 0
     logger = RunLogger(out_dir, enabled=dist.is_main, tensorboard=t["tensorboard"])
     per_rank = t["batch_size"] // dist.world_size
     bar = tqdm(total=t["steps"], initial=step, desc="train", unit="step",
@@ -126,24 +127,29 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     return final
 
 
-def _resume_or_start(cfg: Mapping[str, Any], out_dir: Path, policy: Policy, ema: EMA,
-                     optimizer: torch.optim.Optimizer, is_main: bool) -> int:
-    """Step to start from: 0, or the last checkpoint's step with `resume=true`."""
+def _checkpoint_to_resume(cfg: Mapping[str, Any], out_dir: Path) -> Path | None:
+    """The training state to continue from with `resume=true`; refuses to overwrite a run without it."""
     state = out_dir / TRAIN_STATE_FILE
     if not cfg.get("resume"):
         if state.exists():
             raise ConfigError(f"{out_dir} already holds a training run ({state}); pass resume=true to continue it "
                               "or choose another out_dir")
-        return 0
+        return None
     if not state.exists():
         log.info("resume=true but %s has no checkpoint yet: starting from step 0", out_dir)
-        return 0
+        return None
+    return state
+
+
+def _restore(state: Path, cfg: Mapping[str, Any], policy: Policy, ema: EMA, optimizer: torch.optim.Optimizer,
+             is_main: bool) -> int:
+    """Load a training state in place; returns the step to continue from."""
     previous = read_run_config(state)
     changed = sorted(k for k in set(previous) | set(cfg) if k != "resume" and previous.get(k) != cfg.get(k))
     if changed and is_main:
-        log.warning("resuming %s with changed settings: %s", out_dir, changed)
+        log.warning("resuming %s with changed settings: %s", state, changed)
     step = load_train_state(state, policy, ema, optimizer)
-    log.info("resumed %s at step %d", out_dir, step)
+    log.info("resumed %s at step %d", state, step)
     return step
 
 
