@@ -73,7 +73,8 @@ def main() -> None:
                        "wall_seconds": round(time.perf_counter() - t0, 1),
                        "policy_ms_per_call": round(speed["policy_ms_per_call"], 2),
                        "policy_ms_per_env_step": round(speed["policy_ms_per_env_step"], 2),
-                       "gmacs_per_frame": summary["cost"]["gmacs_per_frame"]}
+                       "gmacs_per_frame": summary["cost"]["gmacs_per_frame"],
+                       "load_average_1min_after": round(os.getloadavg()[0], 2)}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
     by = {(r["layout"], r["workers"]): r["steps_per_second"] for r in result["runs"]}

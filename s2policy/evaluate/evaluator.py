@@ -3,7 +3,9 @@
 Layouts (`EvalSettings.policy_on`):
 - "main": K spawned env workers step and render; the main process runs the policy once per control step for all K
   envs (batched; the layout that uses a GPU well).
-- "workers": K spawned workers each hold an env *and* a CPU copy of the policy and run whole episodes.
+- "workers": K spawned workers each hold an env *and* a CPU copy of the policy and run whole episodes. On a CPU-only
+  machine the policy's compute then runs on all cores in parallel instead of between env steps on one process.
+- "auto" (default): "main" when the policy device is a GPU, "workers" on CPU (docs/evaluation.md has the figures).
 `workers=0` runs one env in this process (serial; the reference the parallel layouts must reproduce).
 """
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FORMAT = "s2policy.eval/1"
 SUMMARY_FILE = "summary.json"
 EPISODES_FILE = "episodes.json"
-POLICY_PLACEMENTS = ("main", "workers")
+POLICY_PLACEMENTS = ("auto", "main", "workers")
 
 
 @dataclass
@@ -44,8 +46,8 @@ class EvalSettings:
 
     episodes: number of episodes; workers: env processes (0 = serial, in this process); seed: picks the block of
     held-out initial states (see seeds.py); video: record the first `video` episodes; max_steps: cap below the task's
-    own limit (None = the task's); policy_on: "main" | "workers" (see module doc); device: policy device in "main"
-    layout; dataset: training dataset (default: the one the run recorded) whose demo seeds must not be reused and
+    own limit (None = the task's); policy_on: "auto" | "main" | "workers" (see module doc); device: policy device
+    in the "main" layout; dataset: training dataset (default: the one the run recorded) whose demo seeds must not be reused and
     whose env settings (variation, camera size) evaluation copies; task: expected task (None = the checkpoint's);
     variation: env keywords overriding the dataset's (e.g. placement_range); threads: torch CPU threads of a policy
     running on the CPU (None = 1 per policy copy: measured here, 2 intra-op threads ran 5-50x slower than 1 as soon
@@ -57,7 +59,7 @@ class EvalSettings:
     seed: int = 0
     video: int = 0
     max_steps: int | None = None
-    policy_on: str = "main"
+    policy_on: str = "auto"
     device: str = "auto"
     fps: float = 20.0
     dataset: str | None = None
@@ -138,7 +140,8 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     video = (VideoPlan(out_dir / "videos", settings.video, plan.env.cameras[0], settings.fps)
              if settings.video else None)
     jobs = [EpisodeJob(i, s) for i, s in enumerate(plan.seeds)]
-    policy = Policy.load(plan.info.path, device=settings.device if settings.policy_on == "main" else "cpu")
+    layout = resolve_layout(settings)
+    policy = Policy.load(plan.info.path, device=settings.device if layout != "workers" else "cpu")
     results: list[EpisodeResult] = []
 
     def record(result: EpisodeResult) -> None:
@@ -146,10 +149,10 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
         if on_episode is not None:
             on_episode(result)
 
-    log.info("evaluating %s on %s: %d episodes, %d workers, policy on %s", plan.info.path, plan.env.task,
-             len(jobs), settings.workers, settings.policy_on)
+    log.info("evaluating %s on %s: %d episodes, %d workers, layout %s", plan.info.path, plan.env.task,
+             len(jobs), settings.workers, layout)
     start = time.perf_counter()
-    if settings.workers == 0 or settings.policy_on == "main":
+    if layout != "workers":
         with _torch_threads(settings.threads or 1, policy.device):
             timing = _run_policy_on_main(plan, policy, jobs, settings.workers, record, video)
     else:
@@ -159,10 +162,22 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     for r in results:  # paths relative to out_dir, so a results folder can be moved or committed
         if r.video is not None:
             r.video = os.path.relpath(r.video, out_dir)
-    summary = summarize(plan, settings, policy, results, timing, wall)
+    summary = summarize(plan, settings, layout, policy, results, timing, wall)
     atomic_write_text(out_dir / EPISODES_FILE, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
     atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def resolve_layout(settings: EvalSettings) -> str:
+    """"serial" (workers=0), or the policy placement: an explicit one, or for "auto" the batched main-process policy
+    on a GPU and per-worker CPU copies otherwise."""
+    if settings.workers == 0:
+        return "serial"
+    if settings.policy_on != "auto":
+        return settings.policy_on
+    from ..device import select_device
+
+    return "main" if select_device(settings.device).type != "cpu" else "workers"
 
 
 @contextlib.contextmanager
@@ -254,8 +269,8 @@ def _run_policy_in_workers(plan: EvalPlan, jobs: list[EpisodeJob], workers: int,
     return timing
 
 
-def summarize(plan: EvalPlan, settings: EvalSettings, policy, results: list[EpisodeResult], timing: RolloutTiming,
-              wall: float) -> dict[str, Any]:
+def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, results: list[EpisodeResult],
+              timing: RolloutTiming, wall: float) -> dict[str, Any]:
     """The summary.json record: what was evaluated, how, the success rate with its interval, speed and cost."""
     cfg = plan.info.config
     rate = SuccessRate(sum(r.success for r in results), len(results))
@@ -276,7 +291,7 @@ def summarize(plan: EvalPlan, settings: EvalSettings, policy, results: list[Epis
                  "head_params": sum(p.numel() for p in policy.head.parameters()),
                  # every camera is one pass of the S2 encoder
                  "gmacs_per_frame": float(policy.encoder.gmacs(tuple(frame_hw))) * len(cfg.cameras)},
-        "eval": {**asdict(settings), "max_steps": plan.max_steps, "variation": plan.env.variation,
+        "eval": {**asdict(settings), "layout": layout, "max_steps": plan.max_steps, "variation": plan.env.variation,
                  "first_seed": plan.seeds[0], "last_seed": plan.seeds[-1]},
         "success": rate.to_dict(),
         "mean_length": sum(r.length for r in results) / len(results) if results else float("nan"),
