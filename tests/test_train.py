@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 
 from s2policy.data import open_dataset
 from s2policy.errors import ConfigError
-from s2policy.features import frames_to_tensor
 from s2policy.policy import Policy
 from s2policy.train import train
 from s2policy.train.synthetic import write_synthetic_demos

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import open_dataset
 from ..device import autocast, select_device
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
@@ -49,8 +49,6 @@ def feature_cache_key(
     """sha256 key of every input that determines cached features, and the inputs themselves (kept in the manifest
     so a user can see why two caches differ)."""
     if dtype not in _DTYPES:
-        from ..errors import ConfigError
-
         raise ConfigError(f"features.dtype={dtype!r}: expected one of {list(_DTYPES)}")
     inputs = {
         "format": CACHE_FORMAT,

@@ -6,7 +6,6 @@ trained with. Resizing to each S2 scale happens inside `S2Encoder`, not here.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from dataclasses import dataclass
@@ -18,9 +17,6 @@ import torch
 
 from ..data import DemoDataset, open_dataset
 from ..errors import ConfigError
-
-log = logging.getLogger(__name__)
-
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 RGB frames (H, W, 3) or (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1] on `device`.
