@@ -5,18 +5,25 @@ MUJOCO_GL must be chosen before mujoco is first imported; envs/__init__.py calls
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from s2policy.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 CameraSize = int | Sequence[int]
 
 
 def select_gl_backend() -> None:
     """Default to EGL (works headless, CPU llvmpipe or GPU); a user's MUJOCO_GL (e.g. osmesa) wins."""
+    if "MUJOCO_GL" not in os.environ and "mujoco" in sys.modules:
+        logger.warning("mujoco was imported before envs without MUJOCO_GL set; it will use its default GL backend "
+                       "(GLFW, which needs a display). Set MUJOCO_GL=egl or import envs first.")
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Sequence
 
@@ -21,13 +22,11 @@ DISTRACTOR_COLOURS = ([0.1, 0.4, 0.9, 1], [0.1, 0.7, 0.2, 1], [0.9, 0.8, 0.1, 1]
 MIN_RANGE_WITH_DISTRACTORS = 0.08
 
 
-def lift_with_distractors_class():
+@functools.cache
+def lift_with_distractors_class() -> type:
     """robosuite Lift plus `num_distractors` coloured boxes placed by the same sampler as the cube.
 
-    Defined on first use: robosuite registers every env class by name when the class is created."""
-    global _LiftWithDistractors
-    if "_LiftWithDistractors" in globals():
-        return _LiftWithDistractors
+    Defined once, on first use: robosuite registers every env class by name when the class is created."""
     from robosuite.environments.manipulation.lift import Lift
     from robosuite.models.objects import BoxObject
 
@@ -47,7 +46,6 @@ def lift_with_distractors_class():
                 self.model.merge_objects(self.distractors)
                 self.placement_initializer.add_objects(self.distractors)
 
-    _LiftWithDistractors = LiftWithDistractors
     return LiftWithDistractors
 
 
