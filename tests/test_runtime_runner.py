@@ -19,7 +19,7 @@ def test_runner_matches_policy_act(tmp_path, head, execution):
     reference = Policy.load(ckpt, device="cpu")
     runner = PolicyRunner.from_checkpoint(ckpt, device="cpu", warmup_steps=2)
     rng = np.random.default_rng(1)
-    for step in range(7):  # spans several chunks of the transformer's receding horizon
+    for step in range(5):  # spans several chunks of the transformer's receding horizon
         obs = observation(rng, frame_shape=(48, 64) if step % 2 else (70, 70))  # the camera may change size
         expected = reference.act(obs)
         got = runner.act(obs)
@@ -46,6 +46,15 @@ def test_warmup_leaves_no_state(tmp_path):
     cold = Policy.load(ckpt, device="cpu")
     obs = observation(np.random.default_rng(3))
     np.testing.assert_array_equal(warmed.act(obs), cold.act(obs))
+
+
+def test_reduced_precision_and_memory_format_options(tmp_path):
+    ckpt = write_tiny_checkpoint(tmp_path / "p.safetensors")
+    obs = observation(np.random.default_rng(5))
+    exact = PolicyRunner.from_checkpoint(ckpt, device="cpu", warmup_steps=0).act(obs)
+    runner = PolicyRunner.from_checkpoint(ckpt, device="cpu", precision="bf16", channels_last=False, warmup_steps=1)
+    assert runner.policy.config.precision == "bf16" and runner.policy.encoder.channels_last is False
+    np.testing.assert_allclose(runner.act(obs), exact, atol=0.25)  # bf16 autocast on the encoder: close, not equal
 
 
 def test_bad_checkpoint_is_one_clear_error(tmp_path):

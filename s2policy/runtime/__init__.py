@@ -7,7 +7,7 @@
 """
 
 from .inference import Controller, InferenceWorker
-from .loop import ControlLoop, run_loop
+from .loop import ControlLoop
 from .report import STAGES, CadenceReport, StageTimes
 from .robot import EPISODE_KEY, TIMESTAMP_KEY, Robot
 from .runner import PolicyRunner
@@ -29,5 +29,4 @@ __all__ = [
     "SafetyGuard",
     "SimRobot",
     "StageTimes",
-    "run_loop",
 ]

@@ -1,4 +1,5 @@
-"""python -m s2policy.runtime --checkpoint <ckpt> --robot sim --hz 10 [--task lift] [--seconds N] [--background-inference]
+"""python -m s2policy.runtime --checkpoint <ckpt> --robot sim --hz 10 [--task lift] [--seconds N]
+[--background-inference]
 
 Runs a policy checkpoint (or, with --exported, graphs written by s2policy.runtime.export) in the control loop on a
 simulated robot and prints the cadence report.
@@ -15,7 +16,7 @@ from ..errors import S2PolicyError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m s2policy.runtime", description=" ".join(__doc__.splitlines()[2:4]))
+    p = argparse.ArgumentParser(prog="python -m s2policy.runtime", description=" ".join(__doc__.splitlines()[3:5]))
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="policy checkpoint (.safetensors file or its directory)")
     source.add_argument("--exported", help="directory written by `python -m s2policy.runtime.export` (onnxruntime)")

@@ -116,10 +116,12 @@ def export_policy(policy: Policy, out_dir: str | Path, fmt: str = "onnx",
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format {fmt!r}: expected one of {EXPORT_FORMATS}")
     cfg = policy.config
-    policy = policy.to("cpu").eval()
-    shapes = {c: [int(v) for v in (frame_shapes or {}).get(c, (cfg.camera_size, cfg.camera_size))] for c in cfg.cameras}
-    if any(v is None or v <= 0 for s in shapes.values() for v in s):
-        raise ConfigError(f"frame_shapes {shapes}: the checkpoint has no camera_size; pass frame_shapes={{camera: (H, W)}}")
+    default = None if cfg.camera_size is None else (cfg.camera_size, cfg.camera_size)
+    given = dict(frame_shapes or {})
+    missing = [c for c in cfg.cameras if c not in given and default is None]
+    if missing:
+        raise ConfigError(f"cameras {missing}: the checkpoint has no camera_size; pass frame_shapes={{camera: (H, W)}}")
+    shapes = {c: [int(v) for v in given.get(c, default)] for c in cfg.cameras}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = policy.history
@@ -131,8 +133,9 @@ def export_policy(policy: Policy, out_dir: str | Path, fmt: str = "onnx",
     enc_names = ([f"frames_{c}" for c in cfg.cameras] + ["proprio"], ["features", "proprio_norm"])
     head_names = (["features", "proprio_norm", "prev_actions"], ["actions"])
     started = time.perf_counter()
-    _write_graph(EncoderGraph(policy).eval(), enc_inputs, out / f"encoder{suffix}", fmt, enc_names)
-    _write_graph(HeadGraph(policy).eval(), head_inputs, out / f"head{suffix}", fmt, head_names)
+    # Graphs are built from CPU copies: the caller's policy keeps its device.
+    _write_graph(EncoderGraph(policy).cpu().eval(), enc_inputs, out / f"encoder{suffix}", fmt, enc_names)
+    _write_graph(HeadGraph(policy).cpu().eval(), head_inputs, out / f"head{suffix}", fmt, head_names)
     manifest = ExportManifest(
         format=fmt, cameras=list(cfg.cameras), frame_shapes=shapes, proprio_keys=list(cfg.proprio_keys),
         proprio_dim=cfg.proprio_dim, action_dim=cfg.action_dim, feature_dim=cfg.feature_dim, history=t,
@@ -267,7 +270,8 @@ class ExportedPolicy:
         parts = [np.asarray(observation[k], np.float32).reshape(-1) for k in self.manifest.proprio_keys]
         proprio = np.concatenate(parts)
         if proprio.shape != (self.manifest.proprio_dim,):
-            raise ValueError(f"proprio has {proprio.size} values, the policy was trained on {self.manifest.proprio_dim}")
+            raise ValueError(f"proprio has {proprio.size} values, the policy was trained on "
+                             f"{self.manifest.proprio_dim}")
         return proprio
 
 
@@ -295,7 +299,7 @@ def _torchscript_runner(path: Path, threads: int | None) -> Any:
 
 def check_parity(policy: Policy, exported: ExportedPolicy, steps: int = 6, seed: int = 0) -> float:
     """Max |exported - eager| over `steps` consecutive actions on random observations (both policies are reset
-    before and after)."""
+    before and after; the eager one runs on its own device and precision)."""
     rng = np.random.default_rng(seed)
     m = exported.manifest
     policy.reset()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -51,7 +50,7 @@ class InferenceWorker:
     `latest()` in the caller's thread.
     """
 
-    def __init__(self, controller: Controller, on_inference: Any = None):
+    def __init__(self, controller: Controller, on_inference: Callable[[Inference], None] | None = None):
         self.controller = controller
         self._on_inference = on_inference  # called in the worker thread with each Inference (timing log)
         self._cond = threading.Condition()
@@ -102,7 +101,3 @@ class InferenceWorker:
         if self._thread.is_alive():
             log.warning("inference thread still busy after %.1f s; leaving it (daemon) to finish", timeout)
 
-
-def now() -> float:
-    """The loop's clock (the one robots stamp observations with)."""
-    return time.monotonic()

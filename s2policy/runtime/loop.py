@@ -14,9 +14,9 @@ from typing import Any, Mapping
 
 
 from ..errors import ConfigError
-from .inference import Controller, Inference, InferenceWorker, infer, now
+from .inference import Controller, Inference, InferenceWorker, infer
 from .report import CadenceReport, TimingLog
-from .robot import TIMESTAMP_KEY, Robot
+from .robot import TIMESTAMP_KEY, Robot, now
 from .safety import NO_ACTION_YET, SafetyConfig, SafetyGuard
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class ControlLoop:
         reason = "stopped"
         error: BaseException | None = None
         if self.background:
-            self._worker = InferenceWorker(self.controller, on_inference=lambda r: self.timing.add_policy_times(r.times))
+            self._worker = InferenceWorker(self.controller,
+                                           on_inference=lambda r: self.timing.add_policy_times(r.times))
         start = now()
         next_tick = start
         try:
@@ -152,8 +153,3 @@ class ControlLoop:
             except Exception:
                 log.exception("robot.close() failed")
 
-
-def run_loop(robot: Robot, controller: Controller, hz: float, seconds: float | None = None,
-             steps: int | None = None, **options: Any) -> CadenceReport:
-    """`ControlLoop(robot, controller, hz, **options).run(seconds, steps)`."""
-    return ControlLoop(robot, controller, hz, **options).run(seconds=seconds, steps=steps)

@@ -7,6 +7,7 @@ float (P,), ...}) plus two optional bookkeeping keys the loop reads and the poli
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,3 +31,8 @@ class Robot(Protocol):
 
     def close(self) -> None:
         """Stop the hardware safely and release it; the loop always calls it, also after errors and Ctrl-C."""
+
+
+def now() -> float:
+    """The clock of observation timestamps and of the loop's schedule (monotonic seconds)."""
+    return time.monotonic()

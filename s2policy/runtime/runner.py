@@ -74,7 +74,8 @@ class PolicyRunner:
     """
 
     def __init__(self, policy: Policy, *, precision: str | None = None, channels_last: bool | None = None,
-                 compile: bool = False, threads: int | None = None, warmup_steps: int = 2, example_observation: Mapping[str, Any] | None = None):
+                 compile: bool = False, threads: int | None = None, warmup_steps: int = 2,
+                 example_observation: Mapping[str, Any] | None = None):
         self.policy = policy.eval()
         if threads:
             torch.set_num_threads(int(threads))

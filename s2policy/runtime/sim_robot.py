@@ -15,8 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .inference import now
-from .robot import EPISODE_KEY, TIMESTAMP_KEY
+from .robot import EPISODE_KEY, TIMESTAMP_KEY, now
 
 log = logging.getLogger(__name__)
 
