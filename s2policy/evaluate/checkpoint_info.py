@@ -8,18 +8,15 @@ small adapter between the two, so evaluation never depends on the trainer's inte
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..train import POLICY_FILE, TRAIN_STATE_FILE  # where train_policy puts a run's files
 
 log = logging.getLogger(__name__)
-
-POLICY_FILE = "policy.safetensors"
-TRAIN_STATE_FILE = "checkpoints/last.safetensors"
 
 
 @dataclass
@@ -91,11 +88,10 @@ def read_checkpoint_info(path: str | Path, expected_task: str | None = None) -> 
 def _read_run_config(state_file: Path) -> dict[str, Any]:
     if not state_file.is_file():
         return {}
-    from safetensors import safe_open
+    from ..train.checkpoint import read_run_config
 
     try:
-        with safe_open(str(state_file), framework="pt") as f:
-            return json.loads((f.metadata() or {}).get("run_config", "{}"))
+        return read_run_config(state_file)
     except Exception as e:  # a damaged training state must not block evaluating a good policy file
         log.warning("cannot read the training run config in %s: %s", state_file, e)
         return {}
