@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -112,3 +114,15 @@ def test_run_episodes_runs_every_job_once_with_a_constant_batch(tmp_path):
     assert policy.resets[0] is None and all(isinstance(r, list) for r in policy.resets[1:])
     assert read_video_info(tmp_path / "episode_0000.mp4")["frames"] == 1 + lengths[10]
     assert [r.video is not None for r in sorted(results, key=lambda r: r.index)] == [True] + [False] * 4
+
+
+def test_output_folders_for_one_and_several_checkpoints(tmp_path):
+    from s2policy.evaluate.cli import output_dirs
+
+    for run in ("a/seed0", "b/seed0"):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "policy.safetensors").write_bytes(b"")
+    a, b = str(tmp_path / "a/seed0"), str(tmp_path / "b/seed0/policy.safetensors")
+    assert output_dirs([a], None) == [tmp_path / "a/seed0/eval"]
+    assert output_dirs([a], "out") == [Path("out")]
+    assert output_dirs([a, b], "out") == [Path("out/seed0"), Path("out/seed0-2")]  # same run names kept apart
