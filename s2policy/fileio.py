@@ -15,6 +15,13 @@ from typing import IO, Any, Iterator
 from .errors import CheckpointError
 
 
+def _default_file_mode() -> int:
+    # mkstemp creates 0600 files; a finished output should get the mode a plain open() would give it.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable; not supported on every platform/filesystem, where it is best effort.
     try:
@@ -47,6 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

@@ -81,7 +81,7 @@ def plan_scales(
         if min(size) <= 0:
             raise ConfigError(f"scale {scale or img_size} makes a {size[0]}x{size[1]} image from a {frame} frame")
         if fit == "resize":
-            grid = (max(1, round(size[0] / crop)), max(1, round(size[1] / crop)))
+            grid = (max(1, int(size[0] / crop + 0.5)), max(1, int(size[1] / crop + 0.5)))  # half rounds up
             size = (grid[0] * crop, grid[1] * crop)
         elif size[0] % crop or size[1] % crop:
             raise ConfigError(

@@ -1,0 +1,54 @@
+"""Atomic writes and pickle-free loading."""
+
+import collections
+import os
+import stat
+
+import pytest
+import torch
+
+from s2policy.errors import CheckpointError
+from s2policy.fileio import atomic_open, atomic_path, atomic_write_text, torch_load_safe
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as f:
+            f.write("half of the new")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_written_file_gets_the_umask_mode_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "sub" / "a.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "sub" / "a.bin").stat().st_mode) == 0o644
+
+
+def test_atomic_open_refuses_read_modes(tmp_path):
+    with pytest.raises(ValueError, match="only writes"):
+        with atomic_open(tmp_path / "x", "rb"):
+            pass
+
+
+def test_torch_load_safe_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"checkpoint file not found: .*missing.pt"):
+        torch_load_safe(tmp_path / "missing.pt")
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    assert torch.equal(torch_load_safe(good)["w"], torch.ones(3))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"cannot load weights .*truncated.pt"):
+        torch_load_safe(truncated, what="weights")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"obj": collections.Counter("abc")}, pickled)  # any non-tensor class
+    with pytest.raises(CheckpointError, match=r"pickled.pt.*never unpickles arbitrary objects"):
+        torch_load_safe(pickled)
