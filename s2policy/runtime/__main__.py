@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is often fastest on a busy CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder and head")
     p.add_argument("--max-delta", type=float, default=None, help="per-tick rate limit on every action dimension")
+    p.add_argument("--max-observation-age", type=float, default=None, help="seconds (default 3 control periods)")
+    p.add_argument("--max-action-age", type=float, default=None,
+                   help="seconds from capture to sending (default 5 control periods)")
     p.add_argument("--fault-action", choices=["safe", "hold"], default="safe")
     p.add_argument("--json", default=None, help="also write the report as JSON here")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       compile=args.compile, threads=args.threads,
                                                       example_observation=robot.get_observation())
             safety = SafetyConfig(low=robot.action_low, high=robot.action_high, max_delta=args.max_delta,
-                                  fault_action=args.fault_action)
+                                  max_observation_age=args.max_observation_age,
+                                  max_action_age=args.max_action_age, fault_action=args.fault_action)
         except BaseException:
             robot.close()
             raise
