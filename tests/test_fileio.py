@@ -1,6 +1,6 @@
 """Atomic writes and pickle-free loading."""
 
-import collections
+import argparse
 import os
 import stat
 
@@ -49,6 +49,6 @@ def test_torch_load_safe_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"cannot load weights .*truncated.pt"):
         torch_load_safe(truncated, what="weights")
     pickled = tmp_path / "pickled.pt"
-    torch.save({"obj": collections.Counter("abc")}, pickled)  # any non-tensor class
+    torch.save({"args": argparse.Namespace(lr=1)}, pickled)  # e.g. an old checkpoint holding its argparse args
     with pytest.raises(CheckpointError, match=r"pickled.pt.*never unpickles arbitrary objects"):
         torch_load_safe(pickled)
