@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 import types
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,7 +160,9 @@ def _write_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path
                  names: tuple[list[str], list[str]]) -> None:
     # Autograd stays on while tracing: with it off, nn.TransformerEncoderLayer takes a fused fast path that neither
     # exporter can translate (tracing records no gradients either way).
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # Shapes become constants while tracing, as intended: frame sizes are fixed in the exported graph.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(module, inputs, check_trace=False), str(tmp))
         else:
