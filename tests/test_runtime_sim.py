@@ -1,26 +1,39 @@
-"""The simulated robot: a MuJoCo task stepping in real time behind the Robot protocol, driven by the loop."""
+"""End to end: `python -m s2policy.runtime` runs a checkpoint on the simulated robot (a MuJoCo task stepping in real
+time behind the Robot protocol) and reports its cadence."""
 
-import numpy as np
+import json
+
 import pytest
+import torch
 
-from s2policy.runtime import EPISODE_KEY, TIMESTAMP_KEY, ControlLoop, Robot, SafetyConfig, SimRobot
-
-from .test_runtime_support import FakeController
+from .test_runtime_support import write_tiny_checkpoint
 
 pytest.importorskip("envs")  # first: it picks the headless GL backend before mujoco loads
 
 
-def test_sim_robot_runs_in_the_loop():
-    robot = SimRobot.for_task("lift", camera_size=48, sim_hz=20)
-    assert isinstance(robot, Robot)
-    obs = robot.get_observation()
-    assert obs["agentview"].shape == (48, 48, 3) and obs["agentview"].dtype == np.uint8
-    assert obs["proprio"].shape == (16,) and obs[EPISODE_KEY] == 0 and TIMESTAMP_KEY in obs
-    controller = FakeController(action_fn=lambda o: np.zeros(7, np.float32), action_dim=7)
-    safety = SafetyConfig(low=robot.action_low, high=robot.action_high, max_observation_age=1.0)
-    report = ControlLoop(robot, controller, hz=10, safety=safety).run(seconds=1.0)
-    assert robot.steps >= 5  # the simulator advanced in real time while the loop ran
-    assert report.ticks >= 5 and report.safety_events.get("stale_observation", 0) <= 2
-    assert not robot._thread.is_alive()  # closed by the loop
-    with pytest.raises(ValueError, match="shape"):
-        robot.send_action(np.zeros(3))
+def test_cli_runs_a_checkpoint_on_the_sim_robot(tmp_path, capsys):
+    from s2policy.runtime.__main__ import main
+
+    ckpt = write_tiny_checkpoint(tmp_path / "policy.safetensors", head="transformer", proprio_dim=16, action_dim=7,
+                                 task="lift")
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--checkpoint", str(ckpt), "--robot", "sim", "--hz", "10", "--seconds", "1.5",
+                     "--camera-size", "48", "--threads", "1", "--max-observation-age", "1.0",
+                     "--json", str(tmp_path / "report.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "cadence:" in printed and "encode" in printed and "task: lift" in printed
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ticks"] >= 8 and report["inferences"] >= 8 and report["stop_reason"] == "1.5 s"
+    assert report["extra"]["sim_steps"] >= 5  # the simulated world advanced while the loop ran
+    assert report["stage_ms"]["encode"]["p50"] > 0
+
+
+def test_cli_reports_a_bad_checkpoint(tmp_path, capsys):
+    from s2policy.runtime.__main__ import main
+
+    assert main(["--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err

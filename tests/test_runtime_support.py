@@ -19,7 +19,8 @@ TRANSFORMER = {"history": 4, "horizon": 4, "d_model": 16, "layers": 1, "heads": 
 
 
 def write_tiny_checkpoint(path: Path, head: str = "mlp", execution: str = "receding", n_action_steps: int = 2,
-                          encoder: str = "tiny_cnn", scales: tuple[int, ...] = (1, 2), seed: int = 0) -> Path:
+                          encoder: str = "tiny_cnn", scales: tuple[int, ...] = (1, 2), seed: int = 0,
+                          proprio_dim: int = PROPRIO_DIM, action_dim: int = ACTION_DIM, task: str | None = None) -> Path:
     """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -27,12 +28,12 @@ def write_tiny_checkpoint(path: Path, head: str = "mlp", execution: str = "reced
     enc = build_s2_encoder(encoder, "random", s2)
     config = PolicyConfig(
         encoder=encoder, weights="random", s2=s2, cameras=["agentview"], proprio_keys=["proprio"],
-        proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM, feature_dim=enc.out_dim, head=head,
+        proprio_dim=proprio_dim, action_dim=action_dim, feature_dim=enc.out_dim, head=head, task=task,
         head_kwargs=dict(TRANSFORMER) if head == "transformer" else {}, camera_size=64, execution=execution,
         n_action_steps=n_action_steps if head == "transformer" else 1,
     )
-    policy = Policy.create(config, enc, Normalizer.fit(rng.normal(size=(64, PROPRIO_DIM))),
-                           Normalizer.fit(rng.normal(scale=0.5, size=(64, ACTION_DIM))))
+    policy = Policy.create(config, enc, Normalizer.fit(rng.normal(size=(64, proprio_dim))),
+                           Normalizer.fit(rng.normal(scale=0.5, size=(64, action_dim))))
     if head == "mlp":  # fresh BatchNorm statistics would make every output ~equal; give them some spread
         bn = policy.head.net[0]
         bn.running_mean.normal_()
