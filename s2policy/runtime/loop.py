@@ -12,7 +12,6 @@ import threading
 import time
 from typing import Any, Mapping
 
-
 from ..errors import ConfigError
 from .inference import Controller, Inference, InferenceWorker, infer
 from .report import CadenceReport, TimingLog
@@ -56,9 +55,11 @@ class ControlLoop:
     def run(self, seconds: float | None = None, steps: int | None = None) -> CadenceReport:
         """Run until `seconds` / `steps` (whichever first; None for both = until `stop()` or Ctrl-C).
 
-        The robot is always closed. Ctrl-C ends the run normally (stop_reason "interrupted"); any other exception is
+        A loop runs once; the robot is always closed at the end. Ctrl-C ends the run normally (stop_reason "interrupted"); any other exception is
         re-raised after the robot is stopped and closed, with `self.report` filled in.
         """
+        if self.report is not None or self.timing.tick_start:
+            raise RuntimeError("a ControlLoop runs once (it has closed its robot); make a new one")
         reason = "stopped"
         error: BaseException | None = None
         if self.background:
