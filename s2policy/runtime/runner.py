@@ -65,7 +65,8 @@ class PolicyRunner:
         compile: `torch.compile` the backbone's and the head's forward (pays off on GPU; first calls are slow, the
             warm-up absorbs them).
         threads: torch intra-op threads (process-wide). On a small shared CPU 1 thread can be many times faster than
-            the default: idle OpenMP workers spin while the other cores are busy (docs/runtime.md).
+            the default: when the other cores are busy, every layer waits for the thread that has none
+            (docs/runtime.md).
         warmup_steps: `act` calls on `example_observation` (or a black frame at the training camera size) before
             the first real one, so allocation and compilation do not land on a control tick; the policy is reset
             afterwards.
