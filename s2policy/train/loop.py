@@ -78,8 +78,9 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
                disable=not (t["progress"] and dist.is_main))
 
     # --- optimisation ---
-    if dist.device.type == "cpu" and t.get("cpu_threads"):
-        torch.set_num_threads(int(t["cpu_threads"]))  # tiny head ops: extra threads mostly wait on each other
+    threads_before = torch.get_num_threads()
+    if dist.device.type == "cpu":
+        _set_cpu_threads(t.get("cpu_threads", "auto"), cached=cfg["features"]["cache"])
     while step < t["steps"]:
         lr = lr_at(step, t["lr"], t["warmup_steps"], t["steps"])
         for group in optimizer.param_groups:
@@ -114,6 +115,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
         if on_step is not None:
             on_step(step)
     bar.close()
+    torch.set_num_threads(threads_before)
 
     # --- final policy: EMA weights ---
     final = out_dir / POLICY_FILE
@@ -125,6 +127,16 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     barrier()
     cleanup_distributed()
     return final
+
+
+def _set_cpu_threads(setting: int | str | None, cached: bool) -> None:
+    """"auto": one thread when training on cached features -- the head's ops are so small that a second thread
+    mostly waits for the first (22x slower per step on a busy 2-core machine, docs/training.md); torch's default
+    when the encoder runs in the loop (no-cache mode). An int sets the count; None keeps torch's default."""
+    if setting == "auto":
+        setting = 1 if cached else None
+    if setting is not None:
+        torch.set_num_threads(int(setting))
 
 
 def _checkpoint_to_resume(cfg: Mapping[str, Any], out_dir: Path) -> Path | None:
