@@ -95,7 +95,8 @@ def ensure_dataset(cfg: Mapping[str, Any], stages: StageLog) -> Path:
 
 def run_study(cfg: Mapping[str, Any], on_result: Callable[[str, dict], None] | None = None) -> dict[str, Path]:
     """Run (or continue) the study described by `cfg` (configs/study.yaml composed, as a dict: `task` and `policy`
-    are the training config groups' contents); returns the report paths."""
+    are the training config groups' contents); returns the report paths. `on_result(run name, summary)` sees each
+    run's evaluation; `cfg.progress` shows progress bars."""
     from .report import write_report
 
     study_dir = Path(cfg["study_dir"])
@@ -104,26 +105,39 @@ def run_study(cfg: Mapping[str, Any], on_result: Callable[[str, dict], None] | N
     dataset = ensure_dataset(cfg, stages)
     task = cfg["task"]["name"]
     settings = EvalSettings(**{**dict(cfg["eval"]), "dataset": str(dataset), "task": task})
-    camera_size = cfg["collect"]["camera_size"] if not cfg.get("dataset") else None
+    evaluations = []
     for name, overrides in cfg["configurations"].items():
         for seed in cfg["seeds"]:
             run_dir = study_dir / "runs" / name / f"seed{seed}"
             train_overrides = [f"task={task}", f"dataset={dataset}", f"policy={cfg['policy']['name']}",
-                               f"seed={seed}", f"out_dir={run_dir}", *overrides, *cfg.get("train_overrides", [])]
-            if camera_size is not None:
-                train_overrides.append(f"task.camera_size={camera_size}")
+                               f"seed={seed}", f"out_dir={run_dir}",
+                               # one frame size for every configuration (stored, or re-rendered from a given dataset)
+                               f"task.camera_size={cfg['collect']['camera_size']}",
+                               *overrides, *cfg.get("train_overrides", [])]
             _train_stage(f"train {name} seed{seed}", run_dir, train_overrides, stages)
             policy_file = resolve_policy_file(run_dir)
             out = run_dir / "eval"
             stages.run(f"eval {name} seed{seed}", lambda: evaluation_matches(out / SUMMARY_FILE, policy_file, settings),
-                       lambda: evaluate(policy_file, out, settings))
+                       lambda: _evaluate_with_progress(policy_file, out, settings, f"eval {name} seed{seed}",
+                                                       cfg.get("progress", True)))
+            evaluations.append(out)
             if on_result is not None:
                 on_result(f"{name} seed{seed}", json.loads((out / SUMMARY_FILE).read_text()))
     title = cfg.get("report_title") or f"{task}: base vs base + S2 vs larger backbone"
     written: dict[str, Path] = {}
     stages.run("report", lambda: False,
-               lambda: written.update(write_report([study_dir / "runs"], study_dir / "report", title)))
+               lambda: written.update(write_report(evaluations, study_dir / "report", title)))
     return written
+
+
+def _evaluate_with_progress(policy_file: Path, out: Path, settings: EvalSettings, desc: str, progress: bool) -> None:
+    from .evaluate.cli import episode_progress
+
+    bar, update = episode_progress(settings.episodes, desc, progress)
+    try:
+        evaluate(policy_file, out, settings, on_episode=update)
+    finally:
+        bar.close()
 
 
 def _train_stage(name: str, run_dir: Path, overrides: list[str], stages: StageLog) -> None:

@@ -35,24 +35,30 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"policy {sp['policy_ms_per_env_step']:.1f} ms/step")
 
 
+def episode_progress(total: int, desc: str, enabled: bool = True):
+    """A tqdm bar over episodes showing the running success count, and the `on_episode` callback that advances it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="ep", disable=not enabled)
+    done = {"n": 0, "ok": 0}
+
+    def update(result: EpisodeResult) -> None:
+        done["n"] += 1
+        done["ok"] += int(result.success)
+        bar.update(1)
+        bar.set_postfix(success=f"{done['ok']}/{done['n']} ({done['ok'] / done['n']:.0%})")
+
+    return bar, update
+
+
 def evaluate_checkpoints(checkpoints: str | Sequence[str], out_dir: str | None, eval_cfg: Mapping[str, Any],
                          progress: bool = True) -> list[dict]:
     """Evaluate each checkpoint with the same settings, printing a result line and where the files went."""
-    from tqdm import tqdm
-
     checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
     settings = EvalSettings(**dict(eval_cfg))
     summaries = []
     for checkpoint, folder in zip(checkpoints, output_dirs(checkpoints, out_dir)):
-        bar = tqdm(total=settings.episodes, desc=f"eval {Path(checkpoint).name}", unit="ep", disable=not progress)
-        done = {"n": 0, "ok": 0}
-
-        def update(result: EpisodeResult) -> None:
-            done["n"] += 1
-            done["ok"] += int(result.success)
-            bar.update(1)
-            bar.set_postfix(success=f"{done['ok']}/{done['n']} ({done['ok'] / done['n']:.0%})")
-
+        bar, update = episode_progress(settings.episodes, f"eval {Path(checkpoint).name}", progress)
         try:
             summary = evaluate(checkpoint, folder, settings, on_episode=update)
         finally:
