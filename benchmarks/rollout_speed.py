@@ -40,6 +40,14 @@ def make_checkpoint(folder: Path, encoder: str, weights: str, img_sizes: list[in
     return policy.save(folder / "policy.safetensors")
 
 
+def _display_path(path: Path) -> str:
+    """`path` relative to the repository when inside it (results files must not carry this machine's paths)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return path.name
+
+
 def run_once(ckpt: Path, out: Path, layout: str, workers: int, repeat: int, args: argparse.Namespace) -> dict:
     from s2policy.evaluate import EvalSettings, evaluate
 
@@ -76,7 +84,7 @@ def main() -> None:
 
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "load_average_at_start": os.getloadavg()},
-              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "runs": []}
+              "config": {**vars(args), "out": _display_path(args.out)}, "runs": []}
     plan = [(repeat, layout, workers) for repeat in range(args.repeats) for layout in args.layouts
             for workers in args.workers]
     with tempfile.TemporaryDirectory() as tmp:
