@@ -78,11 +78,14 @@ def test_parallel_layouts_reproduce_serial_rollouts(trained_run, cli_eval):
     serial = evaluate(trained_run, trained_run.parent / "serial", EvalSettings(workers=0, **settings))
     workers = evaluate(trained_run, trained_run.parent / "workers",
                        EvalSettings(workers=2, policy_on="workers", **settings))
+    evaluate(trained_run, trained_run.parent / "pipelined", EvalSettings(workers=2, pipeline=True, **settings))
     load = lambda folder: json.loads((trained_run.parent / folder / "episodes.json").read_text())  # noqa: E731
-    ser, wrk, main = load("serial"), load("workers"), load(cli_eval[0].name)
+    ser, wrk, pip, main = load("serial"), load("workers"), load("pipelined"), load(cli_eval[0].name)
     key = lambda eps: [(e["seed"], e["success"], e["length"]) for e in eps]  # noqa: E731
-    # Per-worker policy copies act one env at a time, exactly like serial: identical to the last digit.
-    assert [e["final_object"] for e in wrk] == [e["final_object"] for e in ser] and key(wrk) == key(ser)
+    # Per-worker policy copies and the two-thread pipeline with two envs act one env per policy call, exactly like
+    # serial: identical to the last digit.
+    for eps in (wrk, pip):
+        assert [e["final_object"] for e in eps] == [e["final_object"] for e in ser] and key(eps) == key(ser)
     # Batching two envs in one call changes float rounding (~1e-5) but not the outcome.
     assert key(main) == key(ser)
     np.testing.assert_allclose([e["final_object"] for e in main], [e["final_object"] for e in ser], atol=1e-3)

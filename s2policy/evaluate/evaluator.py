@@ -51,7 +51,9 @@ class EvalSettings:
     whose env settings (variation, camera size) evaluation copies; task: expected task (None = the checkpoint's);
     variation: env keywords overriding the dataset's (e.g. placement_range); threads: torch CPU threads of a policy
     running on the CPU (None = 1 per policy copy: measured here, 2 intra-op threads ran 5-50x slower than 1 as soon
-    as env workers or other jobs compete for the cores; see docs/evaluation.md).
+    as env workers or other jobs compete for the cores; see docs/evaluation.md); pipeline: in the "main" layout,
+    drive two halves of the envs from two threads, each with its own policy copy sharing the frozen encoder, so one
+    half's env step overlaps the other half's policy call.
     """
 
     episodes: int = 50
@@ -66,6 +68,7 @@ class EvalSettings:
     task: str | None = None
     variation: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    pipeline: bool = False
 
     def check(self) -> None:
         if self.workers < 0:
@@ -154,7 +157,7 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     start = time.perf_counter()
     if layout != "workers":
         with _torch_threads(settings.threads or 1, policy.device):
-            timing = _run_policy_on_main(plan, policy, jobs, settings.workers, record, video)
+            timing = _run_policy_on_main(plan, policy, jobs, settings.workers, record, video, settings.pipeline)
     else:
         timing = _run_policy_in_workers(plan, jobs, settings.workers, record, video, settings.threads)
     wall = time.perf_counter() - start
@@ -188,15 +191,49 @@ def _torch_threads(threads: int, device) -> Iterator[None]:
 
 
 def _run_policy_on_main(plan: EvalPlan, policy, jobs: list[EpisodeJob], workers: int,
-                        record: Callable[[EpisodeResult], None], video: VideoPlan | None) -> RolloutTiming:
+                        record: Callable[[EpisodeResult], None], video: VideoPlan | None,
+                        pipeline: bool = False) -> RolloutTiming:
     count = max(1, min(workers, len(jobs)))
     handles = ([LocalEnv(plan.env)] if workers == 0 else
                [WorkerEnv(plan.env, name=f"env-worker-{i}") for i in range(count)])
     try:
-        return run_episodes(handles, policy, iter(jobs), plan.max_steps, record, video)
+        if not pipeline or len(handles) < 2:
+            return run_episodes(handles, policy, iter(jobs), plan.max_steps, record, video)
+        return _run_pipelined(plan, policy, handles, jobs, record, video)
     finally:
         for h in handles:
             h.close()
+
+
+def _run_pipelined(plan: EvalPlan, policy, handles: list, jobs: list[EpisodeJob],
+                   record: Callable[[EpisodeResult], None], video: VideoPlan | None) -> RolloutTiming:
+    """Two threads, each running the rollout loop on half of the env workers with its own policy copy. Waiting on a
+    pipe and torch ops both release the GIL, so one half's env step overlaps the other half's policy call."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..policy import Policy
+
+    lock = threading.Lock()
+    pending = iter(jobs)
+
+    def next_job():  # the two loops share one queue of episodes
+        with lock:
+            return next(pending, None)
+
+    def locked_record(result: EpisodeResult) -> None:
+        with lock:
+            record(result)
+
+    halves = [handles[0::2], handles[1::2]]
+    policies = [policy, Policy.load(plan.info.path, device=policy.device, encoder=policy.encoder)]
+    timing = RolloutTiming()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout") as pool:
+        futures = [pool.submit(run_episodes, half, pol, iter(next_job, None), plan.max_steps, locked_record, video)
+                   for half, pol in zip(halves, policies)]
+        for f in futures:
+            timing.merge(f.result())
+    return timing
 
 
 def _policy_worker(env: EnvSpec, policy_file: str, threads: int, jobs: Any, results: Any, max_steps: int,
