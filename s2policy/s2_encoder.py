@@ -118,7 +118,8 @@ class S2Encoder(nn.Module):
     # --- planning and cost -------------------------------------------------------------------------------------
     def plan(self, frame_size: tuple[int, int]) -> list[ScalePlan]:
         """Sizes and crop grids for frames of `frame_size` (H, W)."""
-        return plan_scales(tuple(frame_size), img_sizes=self.img_sizes, max_split_size=self.native_size, fit=self.fit)
+        frame = (int(frame_size[0]), int(frame_size[1]))  # plain ints, also when shapes are traced tensors (export)
+        return plan_scales(frame, img_sizes=self.img_sizes, max_split_size=self.native_size, fit=self.fit)
 
     def crops_per_frame(self, frame_size: tuple[int, int] | None = None) -> int:
         frame_size = frame_size or (max(self.img_sizes),) * 2

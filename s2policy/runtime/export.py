@@ -17,7 +17,6 @@ import json
 import logging
 import sys
 import time
-import types
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -52,7 +51,7 @@ class EncoderGraph(nn.Module):
     def __init__(self, policy: Policy):
         super().__init__()
         self.cameras = list(policy.config.cameras)
-        self.encoder = _traceable(policy.encoder)
+        self.encoder = copy.deepcopy(policy.encoder)  # S2Encoder.plan casts traced sizes to ints itself
         self.proprio_norm = copy.deepcopy(policy.proprio_norm)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,15 +70,6 @@ class HeadGraph(nn.Module):
 
     def forward(self, features: torch.Tensor, proprio: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
         return self.action_norm.unnormalize(self.head(features, proprio, prev_actions)[:, -1])
-
-
-def _traceable(s2_encoder: nn.Module) -> nn.Module:
-    """A copy of the S2 encoder whose crop plan takes frame sizes as Python ints: while tracing, shapes are tensors
-    and the planner's rounding arithmetic needs numbers (the sizes are fixed in the exported graph anyway)."""
-    enc = copy.deepcopy(s2_encoder)
-    plan = type(enc).plan
-    enc.plan = types.MethodType(lambda self, size: plan(self, tuple(int(s) for s in size)), enc)
-    return enc
 
 
 @dataclass
