@@ -1,6 +1,6 @@
 """Evaluate a policy checkpoint by rollouts: settings, env and seed resolution, the two parallel layouts, outputs.
 
-Layouts (`EvalSettings.policy_on`):
+Layouts (`EvalSettings.policy_on`; run by layouts.py):
 - "main": K spawned env workers step and render; the main process runs the policy once per control step for all K
   envs (batched; the layout that uses a GPU well).
 - "workers": K spawned workers each hold an env *and* a CPU copy of the policy and run whole episodes; results equal
@@ -11,24 +11,21 @@ Layouts (`EvalSettings.policy_on`):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import multiprocessing as mp
 import os
-import queue
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from .checkpoint_info import CheckpointInfo, read_checkpoint_info
-from .env_handles import EnvSpec, EnvWorkerError, LocalEnv, WorkerEnv
-from .rollout import EpisodeJob, EpisodeResult, RolloutTiming, VideoPlan, run_episodes
+from .env_handles import EnvSpec
+from .layouts import run_policy_in_workers, run_policy_on_main, torch_threads
+from .rollout import EpisodeJob, EpisodeResult, RolloutTiming, VideoPlan
 from .seeds import EVAL_SEED_OFFSET, check_disjoint, evaluation_seeds
 from .stats import SuccessRate, percentile
 
@@ -156,10 +153,12 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
              len(jobs), settings.workers, layout)
     start = time.perf_counter()
     if layout != "workers":
-        with _torch_threads(settings.threads or 1, policy.device):
-            timing = _run_policy_on_main(plan, policy, jobs, settings.workers, record, video, settings.pipeline)
+        with torch_threads(settings.threads or 1, policy.device):
+            timing = run_policy_on_main(plan.env, policy, jobs, settings.workers, plan.max_steps, record, video,
+                                        settings.pipeline)
     else:
-        timing = _run_policy_in_workers(plan, jobs, settings.workers, record, video, settings.threads)
+        timing = run_policy_in_workers(plan.env, plan.info.path, jobs, settings.workers, plan.max_steps, record,
+                                       video, settings.threads)
     wall = time.perf_counter() - start
     results.sort(key=lambda r: r.index)
     for r in results:  # paths relative to out_dir, so a results folder can be moved or committed
@@ -174,129 +173,6 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
 def resolve_layout(settings: EvalSettings) -> str:
     """"serial" (workers=0: one env in this process), else the policy placement ("main" or "workers")."""
     return "serial" if settings.workers == 0 else settings.policy_on
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int, device) -> Iterator[None]:
-    """Run the block with `threads` torch CPU threads when the policy is on the CPU, then restore torch's value."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run_policy_on_main(plan: EvalPlan, policy, jobs: list[EpisodeJob], workers: int,
-                        record: Callable[[EpisodeResult], None], video: VideoPlan | None,
-                        pipeline: bool = False) -> RolloutTiming:
-    count = max(1, min(workers, len(jobs)))
-    handles = ([LocalEnv(plan.env)] if workers == 0 else
-               [WorkerEnv(plan.env, name=f"env-worker-{i}") for i in range(count)])
-    try:
-        if not pipeline or len(handles) < 2:
-            return run_episodes(handles, policy, iter(jobs), plan.max_steps, record, video)
-        return _run_pipelined(plan, policy, handles, jobs, record, video)
-    finally:
-        for h in handles:
-            h.close()
-
-
-def _run_pipelined(plan: EvalPlan, policy, handles: list, jobs: list[EpisodeJob],
-                   record: Callable[[EpisodeResult], None], video: VideoPlan | None) -> RolloutTiming:
-    """Two threads, each running the rollout loop on half of the env workers with its own policy copy. Waiting on a
-    pipe and torch ops both release the GIL, so one half's env step overlaps the other half's policy call."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..policy import Policy
-
-    lock = threading.Lock()
-    pending = iter(jobs)
-
-    def next_job():  # the two loops share one queue of episodes
-        with lock:
-            return next(pending, None)
-
-    def locked_record(result: EpisodeResult) -> None:
-        with lock:
-            record(result)
-
-    halves = [handles[0::2], handles[1::2]]
-    policies = [policy, Policy.load(plan.info.path, device=policy.device, encoder=policy.encoder)]
-    timing = RolloutTiming()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout") as pool:
-        futures = [pool.submit(run_episodes, half, pol, iter(next_job, None), plan.max_steps, locked_record, video)
-                   for half, pol in zip(halves, policies)]
-        for f in futures:
-            timing.merge(f.result())
-    return timing
-
-
-def _policy_worker(env: EnvSpec, policy_file: str, threads: int, jobs: Any, results: Any, max_steps: int,
-                   video: VideoPlan | None) -> None:
-    """Worker main for policy_on="workers": own CPU policy + own env, episodes pulled from a shared queue."""
-    handle = None
-    try:
-        import torch
-
-        from ..policy import Policy
-
-        torch.set_num_threads(threads)
-        policy = Policy.load(policy_file, device="cpu")
-        handle = LocalEnv(env)
-        timing = run_episodes([handle], policy, iter(jobs.get, None), max_steps,
-                              lambda r: results.put(("episode", r)), video)
-        results.put(("done", timing))
-    except Exception as e:
-        results.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-    finally:
-        if handle is not None:
-            handle.close()
-
-
-def _run_policy_in_workers(plan: EvalPlan, jobs: list[EpisodeJob], workers: int,
-                           record: Callable[[EpisodeResult], None], video: VideoPlan | None,
-                           settings_threads: int | None = None) -> RolloutTiming:
-    ctx = mp.get_context("spawn")
-    count = max(1, min(workers, len(jobs)))
-    job_q, result_q = ctx.Queue(), ctx.Queue()
-    for job in jobs:
-        job_q.put(job)
-    for _ in range(count):
-        job_q.put(None)
-    threads = settings_threads or 1
-    procs = [ctx.Process(target=_policy_worker, name=f"policy-worker-{i}", daemon=True,
-                         args=(plan.env, str(plan.info.path), threads, job_q, result_q, plan.max_steps, video))
-             for i in range(count)]
-    for p in procs:
-        p.start()
-    timing, done = RolloutTiming(), 0
-    try:
-        while done < count:
-            try:
-                kind, payload = result_q.get(timeout=5)
-            except queue.Empty:
-                dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
-                if dead:
-                    raise EnvWorkerError(f"{dead[0].name} died (exit code {dead[0].exitcode})") from None
-                continue
-            if kind == "episode":
-                record(payload)
-            elif kind == "done":
-                timing.merge(payload)
-                done += 1
-            else:
-                raise EnvWorkerError(payload)
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
-    return timing
 
 
 def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, results: list[EpisodeResult],
