@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .evaluate import SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
 from .evaluate.checkpoint_info import POLICY_FILE, TRAIN_STATE_FILE, file_sha256
+from .errors import ConfigError
 from .fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,10 @@ def run_study(cfg: Mapping[str, Any], on_result: Callable[[str, dict], None] | N
     run's evaluation; `cfg.progress` shows progress bars."""
     from .report import write_report
 
+    configurations = cfg["configurations"]
+    unknown = sorted(set(cfg.get("only") or []) - set(configurations))
+    if unknown:
+        raise ConfigError(f"only={unknown}: no such configuration; defined: {sorted(configurations)}")
     study_dir = Path(cfg["study_dir"])
     study_dir.mkdir(parents=True, exist_ok=True)
     stages = StageLog(study_dir / "stages.json")
@@ -106,7 +111,9 @@ def run_study(cfg: Mapping[str, Any], on_result: Callable[[str, dict], None] | N
     task = cfg["task"]["name"]
     settings = EvalSettings(**{**dict(cfg["eval"]), "dataset": str(dataset), "task": task})
     evaluations = []
-    for name, overrides in cfg["configurations"].items():
+    for name, overrides in configurations.items():
+        if cfg.get("only") and name not in cfg["only"]:
+            continue
         for seed in cfg["seeds"]:
             run_dir = study_dir / "runs" / name / f"seed{seed}"
             train_overrides = [f"task={task}", f"dataset={dataset}", f"policy={cfg['policy']['name']}",

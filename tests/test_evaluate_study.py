@@ -39,3 +39,21 @@ def test_stage_log_skips_done_stages_and_persists(tmp_path):
     assert calls == ["a"]
     stages = json.loads((tmp_path / "stages.json").read_text())
     assert stages["a"]["reused"] is False and stages["b"] == {"reused": True}
+
+
+def test_quickstart_config_runs_one_configuration_and_unknown_names_are_refused(tmp_path):
+    import pytest
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from s2policy.errors import ConfigError
+    from s2policy.study import CONFIGS, run_study
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="quickstart"), resolve=True)
+    assert cfg["only"] == ["base_s2"] and cfg["seeds"] == [0] and cfg["collect"]["camera_size"] == 448
+    assert "s2.img_sizes=[224,448]" in cfg["configurations"]["base_s2"]
+    cfg.update(only=["base_s3"], study_dir=str(tmp_path / "study"))
+    with pytest.raises(ConfigError, match=r"only=\['base_s3'\]: no such configuration; defined: \['base', 'base_s2'"):
+        run_study(cfg)
+    assert not (tmp_path / "study").exists()  # refused before collecting anything
