@@ -94,3 +94,21 @@ def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
             f"cannot load {what} {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
             "(truncated or corrupt download, or not a tensors-only file; s2policy never unpickles arbitrary objects)"
         ) from e
+
+
+def safetensors_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> tuple[dict[str, str], dict[str, Any]]:
+    """(metadata, tensors) of a safetensors file, with one CheckpointError for a missing, truncated or foreign file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return meta, load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{what} {path} is not a readable safetensors file (truncated or wrong format?): {e}"
+        ) from e

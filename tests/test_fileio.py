@@ -52,3 +52,20 @@ def test_torch_load_safe_errors_name_the_file(tmp_path):
     torch.save({"args": argparse.Namespace(lr=1)}, pickled)  # e.g. an old checkpoint holding its argparse args
     with pytest.raises(CheckpointError, match=r"pickled.pt.*never unpickles arbitrary objects"):
         torch_load_safe(pickled)
+
+
+def test_safetensors_load_safe(tmp_path):
+    from safetensors.torch import save_file
+
+    from s2policy.fileio import safetensors_load_safe
+
+    good = tmp_path / "good.safetensors"
+    save_file({"w": torch.ones(2)}, str(good), metadata={"format": "x"})
+    meta, tensors = safetensors_load_safe(good)
+    assert meta == {"format": "x"} and torch.equal(tensors["w"], torch.ones(2))
+    with pytest.raises(CheckpointError, match=r"policy checkpoint not found: .*nope.safetensors"):
+        safetensors_load_safe(tmp_path / "nope.safetensors", "policy checkpoint")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(good.read_bytes()[:-3])
+    with pytest.raises(CheckpointError, match=r"training checkpoint .*bad.safetensors is not a readable safetensors"):
+        safetensors_load_safe(bad, "training checkpoint")

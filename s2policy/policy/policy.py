@@ -19,7 +19,7 @@ from ..device import autocast, select_device
 from ..errors import CheckpointError
 from ..features.encoder import build_s2_encoder, encoder_identity
 from ..features.frames import frames_to_tensor, image_key
-from ..fileio import atomic_path
+from ..fileio import atomic_path, safetensors_load_safe
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
@@ -255,20 +255,10 @@ class Policy(nn.Module):
 
 def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Tensor]]:
     """(config, tensors) of a policy file, with one CheckpointError for anything that is not one."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
     if path.is_dir():
         path = path / "policy.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"policy checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or wrong format?): {e}") from e
+    meta, tensors = safetensors_load_safe(path, "policy checkpoint")
     if _META_KEY not in meta:
         raise CheckpointError(f"{path} is a safetensors file but not an s2policy policy (no '{_META_KEY}' metadata)")
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, safetensors_load_safe
 from ..policy import Policy
 from .optim import EMA
 
@@ -47,16 +47,8 @@ def save_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torc
 
 def load_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torch.optim.Optimizer) -> int:
     """Restore model, EMA and optimizer from `path` in place; returns the step to continue from."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {e}") from e
+    meta, tensors = safetensors_load_safe(path, "training checkpoint")
     if meta.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not an s2policy training checkpoint (format {meta.get('format')!r})")
     device = policy.device
