@@ -21,35 +21,41 @@ import torch
 from s2policy import S2Encoder, build_encoder, multiscale_forward
 
 
-def best_time(fn, repeats: int, min_seconds: float = 1.0) -> float:
-    """Seconds per call: the fastest of `repeats` timed runs (each at least one call), after one warm-up call."""
-    fn()
-    best = float("inf")
-    start = time.perf_counter()
-    for i in range(repeats):
-        t0 = time.perf_counter()
+def interleaved_best(fns: dict, repeats: int) -> dict:
+    """Seconds per call of each function: the fastest of `repeats` rounds, after a warm-up call each.
+
+    Rounds alternate between the functions, so load from other processes hits every candidate alike and the
+    ratios between them stay meaningful on a noisy machine.
+    """
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - t0)
-        if i >= 1 and time.perf_counter() - start > min_seconds * repeats:
-            break
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
     return best
 
 
 def bare_best_per_crop(encoder, native: int, batches: list[int], repeats: int) -> dict:
-    sweep = {}
+    def call(x):
+        with torch.inference_mode():
+            return encoder(x)
+
+    inputs = {}
     for fmt in ("channels_last", "contiguous"):
         for b in batches:
             x = torch.rand(b, 3, native, native)
-            if fmt == "channels_last":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                sweep[f"{fmt}@{b}"] = best_time(lambda: encoder(x), repeats) / b
+            inputs[f"{fmt}@{b}"] = x.contiguous(memory_format=torch.channels_last) if fmt == "channels_last" else x
+    times = interleaved_best({k: (lambda x=x: call(x)) for k, x in inputs.items()}, repeats)
+    sweep = {k: t / inputs[k].shape[0] for k, t in times.items()}
     best = min(sweep, key=sweep.get)
     return {"per_crop_ms": {k: round(v * 1e3, 2) for k, v in sweep.items()}, "best": best,
             "best_per_crop_s": sweep[best]}
 
 
-def run(encoder_name: str, batches: list[int], frame: int | None, repeats: int, crop_batch_size: int) -> dict:
+def run(encoder_name: str, batches: list[int], frame: int | None, repeats: int, crop_batch_size: int | str) -> dict:
     enc = build_encoder(encoder_name, weights="pretrained" if encoder_name.startswith("efficientnet") else "random")
     native = enc.native_size
     frame = frame or 2 * native
@@ -67,10 +73,20 @@ def run(encoder_name: str, batches: list[int], frame: int | None, repeats: int, 
                 return multiscale_forward(enc, x, img_sizes=img_sizes, max_split_size=native, antialias=False,
                                           num_prefix_token=enc.num_prefix_tokens, output_shape=enc.output_shape)
 
-        ours_s = best_time(lambda: s2.feature_map(x), repeats)
-        ref_s = best_time(reference_layout, repeats)
+        # The bare encoder's best layout is re-timed in the same rounds, so all three see the same load.
+        b_best = int(bare["best"].split("@")[1])
+        crop = torch.rand(b_best, 3, native, native)
+        if bare["best"].startswith("channels_last"):
+            crop = crop.contiguous(memory_format=torch.channels_last)
+
+        def bare_best():
+            with torch.inference_mode():
+                return enc(crop)
+
+        t = interleaved_best({"ours": lambda: s2.feature_map(x), "ref": reference_layout, "bare": bare_best}, repeats)
+        ours_s, ref_s = t["ours"], t["ref"]
         same = S2Encoder(enc, img_sizes=img_sizes, antialias=False, crop_batch_size=crop_batch_size).feature_map(x)
-        best_s = crops * bare["best_per_crop_s"] * b
+        best_s = crops * b * t["bare"] / b_best
         result["batches"][str(b)] = {
             "ours_frames_per_s": round(b / ours_s, 2),
             "reference_layout_frames_per_s": round(b / ref_s, 2),
@@ -88,8 +104,10 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--frame", type=int, default=None, help="camera frame side (default: 2 x native size)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--crop-batch-size", type=int, default=8)
+    parser.add_argument("--crop-batch-size", default="auto", help="int, or auto (S2Encoder's default)")
     args = parser.parse_args()
+    if args.crop_batch_size != "auto":
+        args.crop_batch_size = int(args.crop_batch_size)
     report = {
         "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine()},

@@ -122,8 +122,9 @@ def split_into_crops(x: torch.Tensor, grid: Size2, channels_last: bool = False) 
     nh, nw = grid
     t = x.reshape(b, ch, nh, h // nh, nw, w // nw)
     if channels_last:  # build the crops directly in NHWC memory instead of copying twice
-        t = t.permute(2, 4, 0, 3, 5, 1).reshape(nh * nw * b, h // nh, w // nw, ch)
-        return t.permute(0, 3, 1, 2)
+        t = t.permute(2, 4, 0, 3, 5, 1).reshape(nh * nw * b, h // nh, w // nw, ch).permute(0, 3, 1, 2)
+        # A 1x1 grid reshapes without a copy, leaving the NCHW layout: make the NHWC copy explicitly (no-op otherwise).
+        return t.contiguous(memory_format=torch.channels_last)
     return t.permute(2, 4, 0, 1, 3, 5).reshape(nh * nw * b, ch, h // nh, w // nw)
 
 

@@ -13,6 +13,9 @@ from .flops import count_gmacs, count_params
 from .s2 import ScalePlan, merge_scales, plan_scales, run_scales
 
 POOLS = ("default", "cls", "mean")
+# Crops per backbone call: small CPU batches stay in cache (benchmarks/s2_speed.py); GPUs want big ones.
+CPU_CROP_BATCH = 4
+ACCELERATOR_CROP_BATCH = 64
 
 
 class S2Encoder(nn.Module):
@@ -29,8 +32,9 @@ class S2Encoder(nn.Module):
         resize_output_to_idx: which scale's grid `feature_map` uses (index into the scales as given; -1 = largest).
         antialias: low-pass filter when a scale is smaller than the frame (feed a real high-res frame).
         fit: "resize" (default) rounds a non-square frame's axes to whole crops; "exact" raises instead.
-        crop_batch_size: crops per backbone call (crops of all scales share calls). Small CNN batches in
-            channels_last are ~3x faster per image on CPU than one big contiguous call (benchmarks/s2_speed.py).
+        crop_batch_size: crops per backbone call (crops of all scales share calls); None = all in one call.
+            "auto" = 4 on CPU (measured fastest for EfficientNet-Lite0 here: 2.5x the reference's one big contiguous
+            call per scale at 32 frames, benchmarks/s2_speed.py), 64 on accelerators. Speed and memory only.
         channels_last: memory format of the crops; default = the encoder's own `channels_last` hint.
 
     Frames are (B, 3, H, W) float RGB in [0, 1], any size and aspect. The encoder runs under
@@ -47,7 +51,7 @@ class S2Encoder(nn.Module):
         resize_output_to_idx: int = 0,
         antialias: bool = True,
         fit: str = "resize",
-        crop_batch_size: int | None = 8,
+        crop_batch_size: int | str | None = "auto",
         channels_last: bool | None = None,
     ) -> None:
         super().__init__()
@@ -70,6 +74,8 @@ class S2Encoder(nn.Module):
             raise ConfigError(f"resize_output_to_idx={resize_output_to_idx} is out of range for {len(img_sizes)} scales")
         if fit not in ("exact", "resize"):
             raise ConfigError(f"fit must be 'exact' or 'resize', got {fit!r}")
+        if not (crop_batch_size in ("auto", None) or (isinstance(crop_batch_size, int) and crop_batch_size > 0)):
+            raise ConfigError(f"crop_batch_size must be a positive int, 'auto' or None, got {crop_batch_size!r}")
         self.encoder = encoder
         self.img_sizes = img_sizes
         self.pool = "cls" if pool == "default" and encoder.num_prefix_tokens else ("mean" if pool == "default" else pool)
@@ -144,11 +150,16 @@ class S2Encoder(nn.Module):
                 f"S2Encoder expects float frames in [0, 1], got {frames.dtype}: convert uint8 with x.float() / 255"
             )
 
+    def _chunk_size(self, device: torch.device) -> int | None:
+        if self.crop_batch_size != "auto":
+            return self.crop_batch_size
+        return CPU_CROP_BATCH if device.type == "cpu" else ACCELERATOR_CROP_BATCH
+
     def _run(self, frames: torch.Tensor) -> tuple[list[torch.Tensor], list[ScalePlan]]:
         self._check(frames)
         plans = self.plan(tuple(frames.shape[-2:]))
         outs = run_scales(self.encoder, frames, plans, antialias=self.antialias, batch_scales=True,
-                          chunk_size=self.crop_batch_size, channels_last=self.channels_last)
+                          chunk_size=self._chunk_size(frames.device), channels_last=self.channels_last)
         return outs, plans
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:

@@ -114,6 +114,7 @@ def test_config_names_everything_that_changes_features(encoder):
         (dict(pool="max"), r"pool must be one of"),
         (dict(resize_output_to_idx=3), r"out of range for 2 scales"),
         (dict(fit="pad"), r"fit must be"),
+        (dict(crop_batch_size=0), r"crop_batch_size must be a positive int, 'auto' or None, got 0"),
     ],
 )
 def test_config_errors(encoder, kwargs, message):
@@ -132,3 +133,28 @@ def test_input_errors(encoder):
         s2.embed(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\) RGB frames, got shape \(1, 16, 16, 3\)"):
         s2.embed(torch.zeros(1, 16, 16, 3))
+
+
+def test_crop_batch_size_bounds_every_backbone_call(encoder):
+    calls = []
+    hook = encoder.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    try:
+        x = torch.rand(3, 3, 32, 32)
+        ref = S2Encoder(encoder, scales=[1, 2], crop_batch_size=None).embed(x)
+        assert calls == [15]
+        calls.clear()
+        torch.testing.assert_close(S2Encoder(encoder, scales=[1, 2]).embed(x), ref, rtol=1e-5, atol=1e-6)
+        assert max(calls) == 4 and sum(calls) == 15  # "auto" on CPU
+    finally:
+        hook.remove()
+
+
+def test_channels_last_crops_for_every_grid(encoder):
+    layouts = []
+    hook = encoder.register_forward_pre_hook(
+        lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        S2Encoder(encoder, scales=[1, 2], channels_last=True, crop_batch_size=None).embed(torch.rand(2, 3, 16, 16))
+    finally:
+        hook.remove()
+    assert layouts == [True]  # the 1x1 grid of scale 1 too, else the joined batch falls back to NCHW
