@@ -44,6 +44,7 @@ class Configuration:
     weights: str
     img_sizes: list[int]
     camera_size: list[int]
+    cameras: list[str]
     head: str
     inputs: list[str]
     variation: dict[str, Any]
@@ -53,6 +54,8 @@ class Configuration:
 
     @property
     def label(self) -> str:
+        if not self.cameras:  # a control that sees no image: what it gets instead is the configuration
+            return f"no image: {'+'.join(self.inputs)}"
         scales = (f"S2 {'+'.join(str(s) for s in self.img_sizes)}" if len(self.img_sizes) > 1
                   else f"{self.img_sizes[0]}px")
         extra = [k for k in self.inputs if k != "proprio"]
@@ -121,7 +124,8 @@ def pool_runs(summaries: Sequence[dict]) -> list[Configuration]:
                           p["head"], p["proprio_keys"], ev.get("variation", {})], sort_keys=True)
         if key not in groups:
             groups[key] = Configuration(s["task"], p["encoder"], weights, list(p["img_sizes"]),
-                                        list(p["camera_size"]), p["head"], list(p["proprio_keys"]),
+                                        list(p["camera_size"]), list(p["cameras"]), p["head"],
+                                        list(p["proprio_keys"]),
                                         dict(ev.get("variation", {})), int(s["cost"]["encoder_params"]),
                                         float(s["cost"]["gmacs_per_frame"]))
         groups[key].runs.append(s)
@@ -172,22 +176,30 @@ def plot_success_vs_gmacs(configs: Sequence[Configuration], path: Path, title: s
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for c in configs:
-        rate = c.pooled
-        low, high = rate.interval
-        y = 100 * rate.rate
-        ax.errorbar([c.gmacs_per_frame], [y], yerr=[[y - 100 * low], [100 * high - y]], fmt="o", capsize=4,
-                    label=f"{c.label} ({c.task})" if len({x.task for x in configs}) > 1 else c.label)
-    gmacs = [c.gmacs_per_frame for c in configs]
-    if gmacs and min(gmacs) > 0 and max(gmacs) / min(gmacs) > 8:
-        ax.set_xscale("log")
-    ax.set_xlabel("encoder GMACs per frame (all scales and cameras)")
-    ax.set_ylabel("success rate (%), Wilson 95% interval")
-    ax.set_ylim(-2, 102)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    tasks = list(dict.fromkeys(c.task for c in configs)) or [""]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.4), dpi=120, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [c for c in configs if c.task == task]
+        for i, c in enumerate(mine):
+            rate = c.pooled
+            low, high = rate.interval
+            y = 100 * rate.rate
+            if not c.cameras:  # image-free controls cost no encoder pass: a reference band, not a point
+                colour = f"C{i}"
+                ax.axhline(y, color=colour, linestyle="--", linewidth=1, label=c.label)
+                ax.axhspan(100 * low, 100 * high, color=colour, alpha=0.08)
+                continue
+            ax.errorbar([c.gmacs_per_frame], [y], yerr=[[y - 100 * low], [100 * high - y]], fmt="o", capsize=4,
+                        color=f"C{i}", label=c.label)
+        gmacs = [c.gmacs_per_frame for c in mine if c.cameras]
+        if gmacs and min(gmacs) > 0 and max(gmacs) / min(gmacs) > 8:
+            ax.set_xscale("log")
+        ax.set_xlabel("encoder GMACs per frame (all scales and cameras)")
+        ax.set_ylabel("success rate (%), Wilson 95% interval")
+        ax.set_ylim(-2, 102)
+        ax.set_title(f"{title}: {task}" if len(tasks) > 1 else title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

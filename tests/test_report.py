@@ -67,3 +67,19 @@ def test_report_cli_and_errors(tmp_path, capsys):
     with pytest.raises(ReportError, match="no summary.json"):
         write_report([tmp_path / "rep"], tmp_path / "rep3")
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "rep4")]) == 2
+
+
+def test_camera_free_controls_are_labelled_by_their_inputs_and_drawn_as_bands(tmp_path):
+    proprio = summary("efficientnet_lite0", [224], 0, 5, 50, 0.0)
+    privileged = summary("efficientnet_lite0", [224], 0, 45, 50, 0.0)
+    for s, keys in ((proprio, ["proprio"]), (privileged, ["proprio", "object"])):
+        s["policy"].update(cameras=[], proprio_keys=keys)
+        s["cost"]["encoder_params"] = 0
+        s["checkpoint_sha256"] += "+".join(keys)
+    write_runs(tmp_path / "runs", [summary("efficientnet_lite0", [224], 0, 20, 50, 0.4), proprio, privileged])
+    out = write_report([tmp_path / "runs"], tmp_path / "report")
+    rows = list(csv.DictReader(open(out["csv"])))
+    assert [r["configuration"] for r in rows] == ["efficientnet_lite0 224px", "no image: proprio",
+                                                   "no image: proprio+object"]
+    assert [r["successes"] for r in rows] == ["20", "5", "45"]
+    assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

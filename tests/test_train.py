@@ -135,3 +135,20 @@ def test_cli_and_ddp_on_cpu_match_a_single_process(tmp_path):
     a, b = load_file(tmp_path / "ddp" / "policy.safetensors"), load_file(tmp_path / "one" / "policy.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("head", [[], TINY_TRANSFORMER], ids=["mlp", "transformer"])
+def test_camera_free_controls_train_without_features_and_act_without_frames(head, tmp_path):
+    """The study's controls: task.cameras=[] trains on proprio (+ the true object state) alone -- no feature cache,
+    no frames needed to act, zero-width features in the policy."""
+    data = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=3, length=8)
+    out = train(run_config(data, tmp_path / "run", "task.cameras=[]", "task.proprio_keys=[proprio,object]",
+                           "train.steps=10", *head))
+    assert not Path(str(data) + ".features").exists()  # nothing was encoded
+    policy = Policy.load(out, device="cpu")
+    assert policy.config.cameras == [] and policy.config.feature_dim == 0
+    with open_dataset(data) as ds:
+        demo = ds.load_demo("demo_0")
+    assert policy.config.proprio_dim == demo.obs["proprio"].shape[1] + demo.obs["object"].shape[1]
+    actions = policy.act_batch([{"proprio": demo.obs["proprio"][t], "object": demo.obs["object"][t]} for t in (0, 1)])
+    assert actions.shape == (2, 3) and np.isfinite(actions).all()

@@ -138,7 +138,7 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     plan = plan_evaluation(checkpoint, settings)
     out_dir = Path(out_dir)
     video = (VideoPlan(out_dir / "videos", settings.video, plan.env.cameras[0], settings.fps)
-             if settings.video else None)
+             if settings.video and plan.env.cameras else None)  # an image-free policy has nothing to film
     jobs = [EpisodeJob(i, s) for i, s in enumerate(plan.seeds)]
     layout = resolve_layout(settings)
     policy = Policy.load(plan.info.path, device=settings.device if layout != "workers" else "cpu")
@@ -193,7 +193,7 @@ def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, resul
                    "img_sizes": list(policy.encoder.img_sizes), "cameras": list(cfg.cameras),
                    "camera_size": list(frame_hw), "head": cfg.head, "execution": cfg.execution,
                    "n_action_steps": cfg.n_action_steps, "proprio_keys": list(cfg.proprio_keys)},
-        "cost": {"encoder_params": int(policy.encoder.params),
+        "cost": {"encoder_params": int(policy.encoder.params) if cfg.cameras else 0,  # no cameras: encoder unused
                  "head_params": sum(p.numel() for p in policy.head.parameters()),
                  # every camera is one pass of the S2 encoder
                  "gmacs_per_frame": float(policy.encoder.gmacs(tuple(frame_hw))) * len(cfg.cameras)},

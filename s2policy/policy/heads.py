@@ -55,8 +55,9 @@ class TransformerHead(nn.Module):
     ):
         super().__init__()
         self.history, self.horizon, self.action_dim = history, horizon, action_dim
-        # LayerNorm on the frozen features: their scale differs by encoder and by S2 scale.
-        self.feature_in = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, d_model))
+        # LayerNorm on the frozen features: their scale differs by encoder and by S2 scale. No cameras: no features.
+        self.feature_in = (nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, d_model))
+                           if feature_dim else None)
         self.proprio_in = nn.Linear(proprio_dim, d_model)
         self.action_in = nn.Linear(action_dim, d_model)
         self.pos = nn.Parameter(torch.zeros(1, history, d_model))
@@ -70,7 +71,9 @@ class TransformerHead(nn.Module):
 
     def forward(self, features: torch.Tensor, proprio: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
         b, t = features.shape[:2]
-        x = self.feature_in(features) + self.proprio_in(proprio) + self.action_in(prev_actions) + self.pos[:, :t]
+        x = self.proprio_in(proprio) + self.action_in(prev_actions) + self.pos[:, :t]
+        if self.feature_in is not None:
+            x = x + self.feature_in(features)
         x = self.blocks(x, mask=self.causal_mask[:t, :t], is_causal=True)
         return self.out(x).reshape(b, t, self.horizon, self.action_dim)
 

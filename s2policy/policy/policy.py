@@ -102,9 +102,12 @@ class Policy(nn.Module):
         return self.action_norm.mean.device
 
     # --- model-level API (normalised tensors) -------------------------------------------------------------------
-    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
+    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int = 0) -> torch.Tensor:
         """{camera: uint8 (N, H, W, 3)} -> (N, feature_dim): every camera through the same frozen S2 encoder,
-        concatenated in `config.cameras` order (the order used for the cached features)."""
+        concatenated in `config.cameras` order (the order used for the cached features). A policy without cameras
+        (a proprio-only or privileged-state control) has feature_dim 0: pass `n`, the number of observations."""
+        if not self.config.cameras:
+            return torch.zeros(n, 0, device=self.device)
         with torch.inference_mode(), autocast(self.device, self.config.precision):
             feats = [self.encoder.embed(frames_to_tensor(frames[c], self.device)).float() for c in self.config.cameras]
         return torch.cat(feats, dim=-1)
@@ -147,7 +150,7 @@ class Policy(nn.Module):
         # History heads need every step's features; a history-1 head only when it plans.
         encode_ids = list(range(n)) if self.history > 1 else needs
         if encode_ids:
-            feats = self.encode_frames({c: f[encode_ids] for c, f in frames.items()})
+            feats = self.encode_frames({c: f[encode_ids] for c, f in frames.items()}, len(encode_ids))
             prop = self.proprio_norm.normalize(proprio[encode_ids])
             for j, i in enumerate(encode_ids):
                 self._history[i].append((feats[j], prop[j], self._prev_action[i]))

@@ -94,6 +94,15 @@ class CachedFeatures:
         return self.table[idx.to(self.table.device)].float()
 
 
+class NoFeatures:
+    """A policy without cameras (the proprio-only and privileged-state controls): zero-width features."""
+
+    dim = 0
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(idx.shape[0], 0)
+
+
 class EncodedFeatures:
     """No-cache mode: read the frames of the requested steps and run the frozen S2 encoder on every call, as
     robomimic and LeRobot do (what the cache saves is measured against this)."""

@@ -13,7 +13,7 @@ from ..data import open_dataset
 from ..errors import ConfigError
 from ..features import build_feature_cache
 from ..policy import Normalizer, PolicyConfig
-from .data import CachedFeatures, EncodedFeatures, StepFeatures, StepTable
+from .data import CachedFeatures, EncodedFeatures, NoFeatures, StepFeatures, StepTable
 from .distributed import DistInfo, barrier
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ def build_step_features(cfg: Mapping[str, Any], path: Path, encoder: torch.nn.Mo
     """Per split, features of every step: from the on-disk cache (built if needed), or encoded per batch."""
     feats_cfg, task = cfg["features"], cfg["task"]
     cameras = list(task["cameras"])
+    if not cameras:  # task.cameras=[]: a policy that sees no image (the study's proprio-only / privileged controls)
+        log.info("task.cameras is empty: training without visual features")
+        return {name: NoFeatures() for name in splits}
     caches = []
     for cam in cameras:
         cache, stats = build_feature_cache(
