@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .evaluate import SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
+from .evaluate import EPISODES_FILE, SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
 from .evaluate.checkpoint_info import POLICY_FILE, TRAIN_STATE_FILE, file_sha256
 from .errors import ConfigError
 from .fileio import atomic_write_text
@@ -128,13 +128,24 @@ def run_study(cfg: Mapping[str, Any], on_result: Callable[[str, dict], None] | N
                        lambda: _evaluate_with_progress(policy_file, out, settings, f"eval {name} seed{seed}",
                                                        cfg.get("progress", True)))
             evaluations.append(out)
+            if cfg.get("publish_dir"):
+                publish_evaluation(out, Path(cfg["publish_dir"]) / name / f"seed{seed}")
             if on_result is not None:
                 on_result(f"{name} seed{seed}", json.loads((out / SUMMARY_FILE).read_text()))
     title = cfg.get("report_title") or f"{task}: base vs base + S2 vs larger backbone"
     written: dict[str, Path] = {}
     stages.run("report", lambda: False,
                lambda: written.update(write_report(evaluations, study_dir / "report", title)))
+    if cfg.get("publish_dir"):
+        atomic_write_text(Path(cfg["publish_dir"]) / "stages.json", stages.path.read_text())
     return written
+
+
+def publish_evaluation(eval_dir: Path, dest: Path) -> None:
+    """Copy one run's evaluation record (summary + per-episode results, a few kB) to `dest`, e.g. a folder kept
+    in git, so the report can be regenerated without the checkpoints, features or videos."""
+    for name in (SUMMARY_FILE, EPISODES_FILE):
+        atomic_write_text(dest / name, (eval_dir / name).read_text())
 
 
 def _evaluate_with_progress(policy_file: Path, out: Path, settings: EvalSettings, desc: str, progress: bool) -> None:

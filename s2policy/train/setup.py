@@ -25,7 +25,7 @@ _EXECUTION_KEYS = ("name", "execution", "n_action_steps", "ensemble_decay")
 def check_camera_size(cfg: Mapping[str, Any], native_size: int) -> None:
     """Fail before any work when frames would be smaller than one encoder crop."""
     size = cfg["task"].get("camera_size")
-    if size is not None and int(size) < native_size:
+    if cfg["task"]["cameras"] and size is not None and int(size) < native_size:  # no cameras: frames are unused
         raise ConfigError(
             f"task.camera_size={size} is below encoder {cfg['encoder']['name']}'s native input size {native_size}"
         )
