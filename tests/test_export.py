@@ -32,3 +32,33 @@ def test_export_rejects_unknown_format(tmp_path):
     policy = Policy.load(write_tiny_checkpoint(tmp_path / "p.safetensors"), device="cpu")
     with pytest.raises(ConfigError, match="format"):
         export_policy(policy, tmp_path / "out", "tflite")
+
+
+@pytest.mark.parametrize("encoder", ["tiny_cnn", "tiny_vit"])
+def test_onnx_backbone_gives_the_same_s2_features_and_cost(encoder):
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from s2policy.features import build_s2_encoder
+    from s2policy.runtime.onnx_backbone import OrtBackbone, use_onnx_backbone
+
+    s2 = build_s2_encoder(encoder, "random", {"scales": [1, 2]}).eval()
+    frames = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        expected, gmacs = s2.embed(frames), s2.gmacs((64, 64))
+    runner = use_onnx_backbone(s2, threads=1)
+    assert isinstance(s2.encoder.forward, OrtBackbone) and runner is s2.encoder.forward
+    calls = []
+    s2.encoder.forward = lambda x: calls.append(x.shape[0]) or runner(x)  # count: the crops really go through ORT
+    with torch.inference_mode():
+        got = s2.embed(frames)
+    assert sum(calls) == 3 * 5  # 1 + 4 crops per frame
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert s2.gmacs((64, 64)) == gmacs > 0
+
+
+def test_eval_settings_refuse_an_unknown_backbone():
+    from s2policy.evaluate import EvalSettings
+
+    with pytest.raises(ConfigError, match=r"eval.backbone='tensorrt': expected one of \('torch', 'onnx'\)"):
+        EvalSettings(backbone="tensorrt").check()
