@@ -83,3 +83,14 @@ def test_camera_free_controls_are_labelled_by_their_inputs_and_drawn_as_bands(tm
                                                    "no image: proprio+object"]
     assert [r["successes"] for r in rows] == ["20", "5", "45"]
     assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_printed_result_line_names_the_inputs_of_a_camera_free_control():
+    from s2policy.evaluate.cli import format_summary
+
+    s = summary("efficientnet_lite0", [224], 0, 25, 50, 0.0)
+    s["success"]["confidence"] = 0.95
+    s["speed"]["steps_per_second"] = 55.0
+    assert format_summary(s).startswith("lift efficientnet_lite0 img_sizes=[224]: success 50.0% (25/50")
+    s["policy"].update(cameras=[], proprio_keys=["proprio", "object"])
+    assert format_summary(s).startswith("lift no image, inputs proprio+object: success 50.0% (25/50")

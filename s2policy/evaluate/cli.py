@@ -30,8 +30,10 @@ def output_dirs(checkpoints: Sequence[str], out_dir: str | None) -> list[Path]:
 def format_summary(summary: Mapping[str, Any]) -> str:
     s, sp = summary["success"], summary["speed"]
     rate = SuccessRate(s["successes"], s["episodes"], s["confidence"])
-    return (f"{summary['task']} {summary['policy']['encoder']} img_sizes={summary['policy']['img_sizes']}: "
-            f"success {rate}; mean length {summary['mean_length']:.1f}; {sp['steps_per_second']:.1f} env steps/s; "
+    p = summary["policy"]
+    what = (f"{p['encoder']} img_sizes={p['img_sizes']}" if p.get("cameras", True)
+            else f"no image, inputs {'+'.join(p['proprio_keys'])}")
+    return (f"{summary['task']} {what}: success {rate}; mean length {summary['mean_length']:.1f}; {sp['steps_per_second']:.1f} env steps/s; "
             f"policy {sp['policy_ms_per_env_step']:.1f} ms/step")
 
 
