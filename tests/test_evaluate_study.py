@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from s2policy.evaluate import EvalSettings
 from s2policy.evaluate.checkpoint_info import file_sha256
 from s2policy.study import StageLog, compose_train_config, evaluation_matches
@@ -57,3 +59,30 @@ def test_quickstart_config_runs_one_configuration_and_unknown_names_are_refused(
     with pytest.raises(ConfigError, match=r"only=\['base_s3'\]: no such configuration; defined: \['base', 'base_s2'"):
         run_study(cfg)
     assert not (tmp_path / "study").exists()  # refused before collecting anything
+
+
+@pytest.mark.parametrize("name, task, encoders", [
+    ("results_lift", "lift", ["efficientnet_lite0", "efficientnet_lite0", "efficientnet_lite2"]),
+    ("results_hammer", "mw-hammer", ["efficientnet_lite0", "efficientnet_lite0", "efficientnet_lite2"]),
+    ("results_button", "mw-button-press-topdown", ["efficientnet_lite0", "efficientnet_lite0", "efficientnet_lite2"]),
+    ("study_mvp", "lift", ["mvp_vitb", "mvp_vitb", "mvp_vitl"]),
+    ("study_r3m", "lift", ["r3m_resnet18", "r3m_resnet18", "r3m_resnet50"]),
+])
+def test_published_and_gpu_study_configs_compose_every_configuration(name, task, encoders):
+    """Each study config (docs/results.md) composes, and each configuration composes into the training config it
+    names: base, base + S2 (two sizes), larger, then the two image-free controls."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from s2policy.study import CONFIGS
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name=name, overrides=[f"task={task}"]), resolve=True)
+    assert cfg["task"]["name"] == task and cfg["eval"]["episodes"] >= 50 and len(cfg["seeds"]) >= 3
+    runs = {c: compose_train_config([f"task={task}", *o, *cfg["train_overrides"]])
+            for c, o in cfg["configurations"].items()}
+    assert list(runs) == ["base", "base_s2", "larger", "proprio_only", "privileged"]
+    assert [runs[c]["encoder"]["name"] for c in ("base", "base_s2", "larger")] == encoders
+    assert [len(runs[c]["s2"]["img_sizes"]) for c in ("base", "base_s2", "larger")] == [1, 2, 1]
+    assert runs["privileged"]["task"]["cameras"] == [] == runs["proprio_only"]["task"]["cameras"]
+    assert runs["privileged"]["task"]["proprio_keys"] == ["proprio", "object"]
