@@ -3,13 +3,15 @@
 Every S2 crop is one native-size backbone pass, so the backbone is where the time goes. ONNX Runtime's CPU kernels
 run EfficientNet-Lite0 crops 1.6x faster than torch eager on one thread of a busy 2-core machine
 (docs/results.md). The swap is checked on random crops before use and changes nothing else: same weights, same S2
-arithmetic, same pooled features within float32 rounding (max abs diff ~2e-5).
+arithmetic, same pooled features within float32 rounding (trained lift policies: features differ by < 7e-6, actions
+by < 6e-6).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -48,7 +50,8 @@ def use_onnx_backbone(s2_encoder: nn.Module, threads: int = 1) -> OrtBackbone:
     size = int(backbone.native_size)
     probe = torch.rand(2, 3, size, size)
     buf = io.BytesIO()
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about shape checks that are constant for fixed-size crops
         torch.onnx.export(backbone, (probe,), buf, input_names=["crops"], output_names=["out"],
                           dynamic_axes={"crops": {0: "n"}, "out": {0: "n"}}, opset_version=18, dynamo=False)
         expected = backbone(probe).numpy()
