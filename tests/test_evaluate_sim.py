@@ -145,3 +145,13 @@ def test_study_runs_vision_and_camera_free_controls_and_publishes_raw_records(tr
     again = json.loads((tmp_path / "study" / "stages.json").read_text())
     assert again["train privileged seed0"]["reused"] and again["eval vision seed0"]["reused"]
     assert stages["eval vision seed0"]["reused"] is False
+
+
+def test_onnx_backbone_is_refused_where_the_policy_does_not_run_on_this_cpu(trained_run, tmp_path):
+    from s2policy.errors import ConfigError
+    from s2policy.evaluate import EvalSettings, evaluate
+
+    with pytest.raises(ConfigError, match=r"eval.backbone=onnx runs the policy on this process's CPU"):
+        evaluate(trained_run, tmp_path / "eval", EvalSettings(episodes=1, workers=1, policy_on="workers",
+                                                              backbone="onnx"))
+    assert not (tmp_path / "eval").exists()  # refused before any rollout or file

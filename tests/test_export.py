@@ -62,3 +62,22 @@ def test_eval_settings_refuse_an_unknown_backbone():
 
     with pytest.raises(ConfigError, match=r"eval.backbone='tensorrt': expected one of \('torch', 'onnx'\)"):
         EvalSettings(backbone="tensorrt").check()
+
+
+def test_onnx_backbone_errors_name_the_problem(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import sys
+
+    from s2policy.features import build_s2_encoder
+    from s2policy.runtime import onnx_backbone
+    from s2policy.runtime.export import ExportParityError
+
+    s2 = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]}).eval()
+    torch_forward = s2.encoder.forward
+    monkeypatch.setattr(onnx_backbone, "PARITY_TOLERANCE", -1.0)  # any difference now fails the check
+    with pytest.raises(ExportParityError, match=r"ONNX backbone of tiny_cnn differs from torch by .*eval.backbone=torch"):
+        onnx_backbone.use_onnx_backbone(s2)
+    assert s2.encoder.forward == torch_forward  # a failed check leaves the encoder as it was
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the [export] extra were not installed
+    with pytest.raises(ConfigError, match=r"eval.backbone=onnx needs onnxruntime: pip install -e '.\[export\]'"):
+        onnx_backbone.use_onnx_backbone(s2)
