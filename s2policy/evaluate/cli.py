@@ -33,8 +33,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     p = summary["policy"]
     what = (f"{p['encoder']} img_sizes={p['img_sizes']}" if p.get("cameras", True)
             else f"no image, inputs {'+'.join(p['proprio_keys'])}")
-    return (f"{summary['task']} {what}: success {rate}; mean length {summary['mean_length']:.1f}; {sp['steps_per_second']:.1f} env steps/s; "
-            f"policy {sp['policy_ms_per_env_step']:.1f} ms/step")
+    return (f"{summary['task']} {what}: success {rate}; mean length {summary['mean_length']:.1f}; "
+            f"{sp['steps_per_second']:.1f} env steps/s; policy {sp['policy_ms_per_env_step']:.1f} ms/step")
 
 
 def episode_progress(total: int, desc: str, enabled: bool = True):

@@ -61,8 +61,9 @@ def use_onnx_backbone(s2_encoder: nn.Module, threads: int = 1) -> OrtBackbone:
     runner = OrtBackbone(session, "crops")
     diff = float(np.abs(runner(probe).numpy() - expected).max())
     if not diff <= PARITY_TOLERANCE:
-        raise ExportParityError(f"ONNX backbone of {getattr(backbone, 'name', type(backbone).__name__)} differs from torch "
-                          f"by {diff:.3g} (> {PARITY_TOLERANCE}); evaluate with eval.backbone=torch")
+        name = getattr(backbone, "name", type(backbone).__name__)
+        raise ExportParityError(f"ONNX backbone of {name} differs from torch by {diff:.3g} (> {PARITY_TOLERANCE}); "
+                                "evaluate with eval.backbone=torch")
     backbone.forward = runner  # nn.Module.__call__ dispatches to the instance attribute
     log.info("backbone crops run in ONNX Runtime (%d thread(s)); parity check max abs diff %.2g", threads, diff)
     return runner
