@@ -10,11 +10,17 @@ depths keep the tests fast; key names and per-tensor layouts are the official on
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import http.server
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .encoder_checkpoints import serving
 
 DINOV2_SMALL = {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4}
 VIT_SMALL = {"hidden_size": 48, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -145,3 +151,45 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """Key names and shapes of a (full-size) module built on the meta device."""
     return dict(module.state_dict())
+
+
+class _HubHandler(http.server.BaseHTTPRequestHandler):
+    """The two requests the hub client makes for `<repo>/resolve/<revision>/<file>`: HEAD (commit, ETag = the LFS
+    file's sha256, size), then GET. `server.etags` can override an ETag to play a corrupted transfer."""
+
+    def _answer(self, with_body: bool) -> None:
+        srv = self.server
+        path = self.path.split("?")[0]
+        srv.requests.append((self.command, path))
+        data = srv.files.get(path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", "c" * 40)
+        self.send_header("ETag", f'"{srv.etags.get(path) or hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer(with_body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(with_body=True)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def loopback_hub(files: dict[str, bytes], etags: dict[str, str] | None = None) -> Iterator:
+    """A Hugging Face Hub stand-in on 127.0.0.1: `files` maps "/<repo>/resolve/main/<file>" to bytes."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
+    server.files, server.etags, server.requests = files, etags or {}, []
+    server.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(server):
+        yield server

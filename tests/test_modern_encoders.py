@@ -24,6 +24,7 @@ from .modern_checkpoints import (
     dinov2_hub_state,
     dinov2_reference,
     dinov2_timm_state,
+    loopback_hub,
     official_dinov2_positions,
     openclip_reference,
     read_safetensors,
@@ -148,10 +149,12 @@ def test_dinov2_hub_file_is_checked_strictly(edit, problem, tmp_path):
 
 def test_a_file_of_another_family_is_refused_by_layout(tmp_path):
     path = save_transformers(clip_reference(), tmp_path / "clip")
-    with pytest.raises(CheckpointError, match=r"looks like a transformers file.*does not match|does not match"):
+    with pytest.raises(CheckpointError, match=r"does not match the architecture: missing keys: \d+ \(cls_token, .*"
+                       r"unexpected keys: \d+ \(logit_scale, text_model\."):  # fmt: skip
         load_pretrained(_small_dinov2(False), path)
     siglip_file = _save(tmp_path, "openclip.bin", {"visual.trunk.pos_embed": torch.zeros(1, 4, 48)})
-    with pytest.raises(CheckpointError, match=r"looks like a openclip file .*expected one of: torch_hub, transformers"):
+    with pytest.raises(CheckpointError, match=r"openclip\.bin looks like a file in openclip layout \(first keys: "
+                       r"visual\.trunk\.pos_embed\).*expected one of: torch_hub, transformers, timm"):  # fmt: skip
         load_pretrained(_small_dinov2(False), siglip_file)
 
 
@@ -281,6 +284,25 @@ def test_full_size_transformers_key_sets_map_onto_the_timm_model_exactly(name, t
     check_state_dict(enc.backbone, enc.adapt_state_dict(state, name), name)
 
 
+OPENCLIP_NAMES = {
+    "siglip2_vitb16_224": "ViT-B-16-SigLIP2", "siglip2_vitb16_256": "ViT-B-16-SigLIP2-256",
+    "siglip2_vitl16_256": "ViT-L-16-SigLIP2-256", "clip_vitb16": "ViT-B-16-quickgelu",
+    "clip_vitl14": "ViT-L-14-quickgelu",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(OPENCLIP_NAMES))
+def test_full_size_openclip_key_sets_map_onto_the_timm_model_exactly(name):
+    """open_clip's own full-size models (text tower, logit scale, projection included), on meta."""
+    open_clip = pytest.importorskip("open_clip")
+    from s2policy.encoders.weights import check_state_dict
+
+    with torch.device("meta"):
+        ref = open_clip.create_model(OPENCLIP_NAMES[name], pretrained=None, device="meta")
+        enc = build_encoder(name, weights="random")
+    check_state_dict(enc.backbone, enc.adapt_state_dict(dict(ref.state_dict()), name), name)
+
+
 # ---- S2 on these encoders ------------------------------------------------------------------------------------------
 
 
@@ -374,3 +396,39 @@ def test_pretrained_prefers_the_torch_hub_file_when_the_hub_cache_has_none(tmp_p
     enc = _small_dinov2(True)
     load_pretrained(enc, "pretrained")
     torch.testing.assert_close(enc.backbone.reg_token, published["embeddings.register_tokens"])
+
+
+def test_pretrained_downloads_with_the_hub_client_once_then_works_offline(tmp_path, monkeypatch):
+    import hashlib
+
+    from huggingface_hub import constants
+
+    from s2policy.encoders import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    data = save_transformers(dinov2_reference(True), tmp_path / "hf").read_bytes()
+    url_path = "/facebook/dinov2-with-registers-base/resolve/main/model.safetensors"
+    with loopback_hub({url_path: data}) as server:
+        monkeypatch.setattr(hub, "ENDPOINT", server.endpoint)
+        first = _small_dinov2(True)
+        load_pretrained(first, "pretrained")
+    assert [r[0] for r in server.requests] == ["HEAD", "GET"]
+    assert first.weights_id == hashlib.sha256(data).hexdigest()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # server gone and offline: the hub cache serves it
+    second = _small_dinov2(True)
+    load_pretrained(second, "pretrained")
+    assert second.weights_id == first.weights_id
+
+
+def test_a_download_whose_bytes_differ_from_the_published_hash_is_refused(tmp_path, monkeypatch):
+    from s2policy.encoders import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    data = save_transformers(dinov2_reference(False), tmp_path / "hf").read_bytes()
+    url_path = "/facebook/dinov2-base/resolve/main/model.safetensors"
+    published = "e" * 64  # the hash the hub announced; the bytes that arrived hash to something else
+    with loopback_hub({url_path: data}, etags={url_path: published}) as server:
+        monkeypatch.setattr(hub, "ENDPOINT", server.endpoint)
+        with pytest.raises(CheckpointError, match=rf"sha256 \w+ differs from the expected {published}"):
+            load_pretrained(_small_dinov2(False), "pretrained")

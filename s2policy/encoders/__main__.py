@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['gmacs']:>9.3g}{r['s2_gmacs']:>15.3g}{r['s2_dim']:>8}  {r['weights']}"
         )
     print("GMACs = multiply-accumulates per frame (GFLOPs = 2x), counted by torch's FLOP counter; S2 (1, 2) runs")
-    print("1 + 4 native-size crops. weights: package = bundled, works offline; download = official URL; hub = Hugging")
-    print("Face cache, else downloaded by the hub client;")
+    print("1 + 4 native-size crops. weights: package = bundled, works offline; download = official URL;")
+    print("hub = the Hugging Face cache, else downloaded by the hub client (HF_HUB_OFFLINE=1: cache only);")
     print("local file = the official hosting is offline, pass weights=<path>; - = random weights only.")
 
 

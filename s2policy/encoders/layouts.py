@@ -247,7 +247,7 @@ def detect_layout(keys: list[str], candidates: Mapping[str, KeyMap], source: str
         layout = "timm"
     if layout not in candidates:
         raise CheckpointError(
-            f"{source} looks like a {layout} file (first keys: {', '.join(keys[:3])}), which this encoder does not "
-            f"come in; expected one of: {', '.join(candidates)}"
+            f"{source} looks like a file in {layout} layout (first keys: {', '.join(keys[:3])}), which this encoder's "
+            f"weights do not come in; expected one of: {', '.join(candidates)}"
         )
     return candidates[layout]
