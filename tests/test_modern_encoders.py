@@ -5,6 +5,7 @@ S2 on them (patch 14, 5 prefix tokens, the MAP head); the Hugging Face cache and
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,7 +46,7 @@ def private_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
 
 
-def _save(tmp_path, name: str, state: dict) -> str:
+def _save(tmp_path, name: str, state: dict) -> Path:
     from safetensors.torch import save_file
 
     path = tmp_path / name
@@ -59,22 +60,36 @@ def _save(tmp_path, name: str, state: dict) -> str:
 # ---- DINOv2 --------------------------------------------------------------------------------------------------------
 
 
-def _dinov2_case(tmp_path, registers: bool, swiglu: bool = False):
-    """(official transformers-layout file, its tensors, reference outputs at 224 with the official positions, x)."""
-    ref = dinov2_reference(registers, swiglu)
-    path = save_transformers(ref, tmp_path / "hf")
-    published = read_safetensors(path)
-    at224 = dinov2_reference(registers, swiglu, image_size=224)
-    state = ref.state_dict()
-    state["embeddings.position_embeddings"] = official_dinov2_positions(
-        state["embeddings.position_embeddings"], 16, registers
-    )
-    at224.load_state_dict(state)
-    x = torch.rand(2, 3, 224, 224)
-    with torch.no_grad():
-        expected = at224(pixel_values=imagenet_normalise(x))
-        transformers_own = ref(pixel_values=imagenet_normalise(x)).last_hidden_state
-    return path, published, expected, transformers_own, x
+class DINOv2Case:
+    """A reference DINOv2, its Hub file (transformers layout), and the reference's outputs at 224 on `x`."""
+
+    def __init__(self, folder, registers: bool, swiglu: bool = False) -> None:
+        ref = dinov2_reference(registers, swiglu)
+        self.hf_path = save_transformers(ref, folder)
+        self.published = read_safetensors(self.hf_path)
+        at224 = dinov2_reference(registers, swiglu, image_size=224)
+        state = ref.state_dict()
+        table = state["embeddings.position_embeddings"]
+        state["embeddings.position_embeddings"] = official_dinov2_positions(table, 16, registers)
+        at224.load_state_dict(state)
+        self.x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            self.expected = at224(pixel_values=imagenet_normalise(self.x))
+            self.transformers_own = ref(pixel_values=imagenet_normalise(self.x)).last_hidden_state
+
+
+@pytest.fixture(scope="module")
+def dinov2_case(tmp_path_factory):
+    """Reference models cost seconds to build and save: one per variant for the whole module."""
+    cases: dict[tuple[bool, bool], DINOv2Case] = {}
+
+    def get(registers: bool, swiglu: bool = False) -> DINOv2Case:
+        if (registers, swiglu) not in cases:
+            folder = tmp_path_factory.mktemp(f"dinov2_reg{int(registers)}_swiglu{int(swiglu)}")
+            cases[registers, swiglu] = DINOv2Case(folder, registers, swiglu)
+        return cases[registers, swiglu]
+
+    return get
 
 
 def _small_dinov2(registers: bool, swiglu: bool = False):
@@ -85,8 +100,9 @@ def _small_dinov2(registers: bool, swiglu: bool = False):
 
 
 @pytest.mark.parametrize("registers", [False, True], ids=["dinov2", "dinov2_reg"])
-def test_dinov2_every_official_layout_matches_transformers(registers, tmp_path):
-    hf_path, published, expected, transformers_own, x = _dinov2_case(tmp_path, registers)
+def test_dinov2_every_official_layout_matches_transformers(registers, tmp_path, dinov2_case):
+    case = dinov2_case(registers)
+    hf_path, published, expected, x = case.hf_path, case.published, case.expected, case.x
     assert "encoder.layer.0.attention.attention.query.weight" in published  # the Hub's names, not transformers 5's
     hub = dinov2_hub_state(published)
     files = {
@@ -103,12 +119,13 @@ def test_dinov2_every_official_layout_matches_transformers(registers, tmp_path):
         torch.testing.assert_close(enc.embed(x), expected.pooler_output, **TOL, msg=layout)  # CLS after the norm
     # The register models resample positions as transformers does; the original ones with the official offset,
     # which transformers' Dinov2Model does not reproduce (a measurable difference, so the test can tell them apart).
-    gap = (tokens - transformers_own).abs().max()
+    gap = (tokens - case.transformers_own).abs().max()
     assert gap == 0 if registers else gap > 1e-3
 
 
-def test_dinov2_giant_swiglu_layout_matches_transformers(tmp_path):
-    hf_path, published, expected, _, x = _dinov2_case(tmp_path, registers=False, swiglu=True)
+def test_dinov2_giant_swiglu_layout_matches_transformers(tmp_path, dinov2_case):
+    case = dinov2_case(registers=False, swiglu=True)
+    hf_path, published, expected, x = case.hf_path, case.published, case.expected, case.x
     assert "encoder.layer.0.mlp.weights_in.weight" in published
     for path in (hf_path, _save(tmp_path, "dinov2_vitg14_pretrain.pth", dinov2_hub_state(published))):
         enc = _small_dinov2(registers=False, swiglu=True)
@@ -116,8 +133,8 @@ def test_dinov2_giant_swiglu_layout_matches_transformers(tmp_path):
         torch.testing.assert_close(enc(x), expected.last_hidden_state, **TOL)
 
 
-def test_dinov2_layer_scale_is_loaded_not_left_at_init(tmp_path):
-    hf_path, published, *_ = _dinov2_case(tmp_path, registers=True)
+def test_dinov2_layer_scale_is_loaded_not_left_at_init(dinov2_case):
+    hf_path, published = dinov2_case(registers=True).hf_path, dinov2_case(registers=True).published
     enc = _small_dinov2(registers=True)
     load_pretrained(enc, hf_path)
     torch.testing.assert_close(enc.backbone.blocks[1].ls2.gamma, published["encoder.layer.1.layer_scale2.lambda1"])
@@ -138,9 +155,8 @@ def test_dinov2_layer_scale_is_loaded_not_left_at_init(tmp_path):
     ],
     ids=["missing", "unexpected", "shape"],
 )  # fmt: skip
-def test_dinov2_hub_file_is_checked_strictly(edit, problem, tmp_path):
-    published = read_safetensors(save_transformers(dinov2_reference(False), tmp_path / "hf"))
-    hub = dinov2_hub_state(published)
+def test_dinov2_hub_file_is_checked_strictly(edit, problem, tmp_path, dinov2_case):
+    hub = dinov2_hub_state(dinov2_case(registers=False).published)
     edit(hub)
     path = _save(tmp_path, "bad.pth", hub)
     with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))} does not match the architecture: {problem}"):
@@ -161,9 +177,15 @@ def test_a_file_of_another_family_is_refused_by_layout(tmp_path):
 # ---- SigLIP 2 ------------------------------------------------------------------------------------------------------
 
 
-def test_siglip_transformers_timm_and_openclip_layouts_match_transformers(tmp_path):
+@pytest.fixture(scope="module")
+def siglip_case(tmp_path_factory):
+    """(reference transformers SiglipModel, its Hub file), built once for the module."""
     ref = siglip_reference()
-    hf_path = save_transformers(ref, tmp_path / "hf")
+    return ref, save_transformers(ref, tmp_path_factory.mktemp("siglip"))
+
+
+def test_siglip_transformers_timm_and_openclip_layouts_match_transformers(tmp_path, siglip_case):
+    ref, hf_path = siglip_case
     published = read_safetensors(hf_path)
     assert any(k.startswith("text_model.") for k in published) and "logit_bias" in published
     x = torch.rand(2, 3, 224, 224)
@@ -183,10 +205,9 @@ def test_siglip_transformers_timm_and_openclip_layouts_match_transformers(tmp_pa
         torch.testing.assert_close(other.embed(x), expected.pooler_output, **TOL)
 
 
-def test_siglip_exact_gelu_would_be_caught(tmp_path):
+def test_siglip_exact_gelu_would_be_caught(siglip_case):
     """timm's siglip architectures default to the exact GELU; SigLIP uses the tanh approximation."""
-    ref = siglip_reference()
-    path = save_transformers(ref, tmp_path / "hf")
+    ref, path = siglip_case
     x = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
         expected = ref.vision_model(pixel_values=(x - 0.5) / 0.5).last_hidden_state
@@ -216,7 +237,9 @@ def test_clip_transformers_layout_matches_clip_vision_model(tmp_path):
     torch.testing.assert_close(enc.embed(x), expected.pooler_output, **TOL)  # CLS after post_layernorm
     torch.testing.assert_close(enc(x), post_norm_tokens, **TOL)
     # timm's own CLIP files carry the joint-space projection as `head`: ignored like transformers' visual_projection
+    # (saved without the .safetensors suffix, as a hub blob is: recognised by its content)
     timm_file = _save(tmp_path, "timm.safetensors", {**enc.backbone.state_dict(), "head.weight": torch.zeros(32, 48)})
+    timm_file = timm_file.rename(tmp_path / "0a1b2c")
     other = make_clip("clip_vitb16", "vit_base_patch16_clip_quickgelu_224", **ARCH_SMALL)
     load_pretrained(other, timm_file)
     torch.testing.assert_close(other.embed(x), expected.pooler_output, **TOL)
@@ -306,11 +329,11 @@ def test_full_size_openclip_key_sets_map_onto_the_timm_model_exactly(name):
 # ---- S2 on these encoders ------------------------------------------------------------------------------------------
 
 
-def test_s2_on_dinov2_with_registers_averages_all_five_prefix_tokens_over_crops(tmp_path):
+def test_s2_on_dinov2_with_registers_averages_all_five_prefix_tokens_over_crops(dinov2_case):
     from .s2_reference import reference_s2 as reference
 
     enc = _small_dinov2(registers=True)
-    load_pretrained(enc, _dinov2_case(tmp_path, registers=True)[0])
+    load_pretrained(enc, dinov2_case(registers=True).hf_path)
     s2 = S2Encoder(enc, img_sizes=[224, 448], antialias=False, crop_batch_size=None)
     frames = torch.rand(2, 3, 448, 448)
     merged = s2.feature_map(frames)
@@ -325,9 +348,9 @@ def test_s2_on_dinov2_with_registers_averages_all_five_prefix_tokens_over_crops(
     torch.testing.assert_close(emb, merged[:, 0], **TOL)  # CLS per scale, averaged over the crops
 
 
-def test_s2_on_siglip_pools_each_crop_with_the_map_head(tmp_path):
+def test_s2_on_siglip_pools_each_crop_with_the_map_head(siglip_case):
     enc = make_siglip("siglip2_vitb16_224", "vit_base_patch16_siglip_224", **ARCH_SMALL)
-    load_pretrained(enc, save_transformers(siglip_reference(), tmp_path / "hf"))
+    load_pretrained(enc, siglip_case[1])
     s2 = S2Encoder(enc, scales=[1, 2], crop_batch_size=None)
     assert s2.pool == "map"
     frames = torch.rand(1, 3, 448, 448)
@@ -352,15 +375,14 @@ def _fake_hub_cache(root, repo: str, file_name: str, data: bytes, blob_name: str
     (folder / "refs" / "main").write_text(commit)
 
 
-def test_pretrained_uses_the_hugging_face_cache_offline_and_checks_the_blob_hash(tmp_path, monkeypatch):
+def test_pretrained_uses_the_hugging_face_cache_offline_and_checks_the_blob_hash(tmp_path, monkeypatch, dinov2_case):
     import hashlib
 
     from s2policy.encoders import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub, "download_hub_file", lambda *a: pytest.fail("cached: must not download"))
-    ref = dinov2_reference(False)
-    data = save_transformers(ref, tmp_path / "hf").read_bytes()
+    data = dinov2_case(registers=False).hf_path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     _fake_hub_cache(tmp_path / "hf_cache", "facebook/dinov2-base", "model.safetensors", data, sha)
     from huggingface_hub import constants
@@ -373,7 +395,8 @@ def test_pretrained_uses_the_hugging_face_cache_offline_and_checks_the_blob_hash
     # a blob whose bytes do not hash to its name (truncated copy, bit rot) is refused
     blob = tmp_path / "hf_cache" / "models--facebook--dinov2-base" / "blobs" / sha
     blob.write_bytes(data[:-10] + b"0123456789")
-    with pytest.raises(CheckpointError, match=rf"sha256 \w+ differs from the expected {sha}"):
+    with pytest.raises(CheckpointError, match=rf"sha256 \w+ differs from the expected {sha}.*hf download "
+                       r"facebook/dinov2-base model\.safetensors --force-download"):  # fmt: skip
         load_pretrained(_small_dinov2(False), "pretrained")
 
 
@@ -385,11 +408,11 @@ def test_pretrained_offline_without_the_file_names_repo_and_remedy(monkeypatch):
         build_encoder("dinov2_vitb14_reg")
 
 
-def test_pretrained_prefers_the_torch_hub_file_when_the_hub_cache_has_none(tmp_path, monkeypatch):
+def test_pretrained_prefers_the_torch_hub_file_when_the_hub_cache_has_none(tmp_path, monkeypatch, dinov2_case):
     from s2policy.encoders import hub
 
     monkeypatch.setattr(hub, "download_hub_file", lambda *a: pytest.fail("found locally: must not download"))
-    published = read_safetensors(save_transformers(dinov2_reference(True), tmp_path / "hf"))
+    published = dinov2_case(registers=True).published
     official = tmp_path / "home" / ".cache" / "torch" / "hub" / "checkpoints" / "dinov2_vitb14_reg4_pretrain.pth"
     official.parent.mkdir(parents=True)
     write(official, dinov2_hub_state(published))
@@ -398,7 +421,7 @@ def test_pretrained_prefers_the_torch_hub_file_when_the_hub_cache_has_none(tmp_p
     torch.testing.assert_close(enc.backbone.reg_token, published["embeddings.register_tokens"])
 
 
-def test_pretrained_downloads_with_the_hub_client_once_then_works_offline(tmp_path, monkeypatch):
+def test_pretrained_downloads_with_the_hub_client_once_then_works_offline(monkeypatch, dinov2_case):
     import hashlib
 
     from huggingface_hub import constants
@@ -407,7 +430,7 @@ def test_pretrained_downloads_with_the_hub_client_once_then_works_offline(tmp_pa
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    data = save_transformers(dinov2_reference(True), tmp_path / "hf").read_bytes()
+    data = dinov2_case(registers=True).hf_path.read_bytes()
     url_path = "/facebook/dinov2-with-registers-base/resolve/main/model.safetensors"
     with loopback_hub({url_path: data}) as server:
         monkeypatch.setattr(hub, "ENDPOINT", server.endpoint)
@@ -421,11 +444,11 @@ def test_pretrained_downloads_with_the_hub_client_once_then_works_offline(tmp_pa
     assert second.weights_id == first.weights_id
 
 
-def test_a_download_whose_bytes_differ_from_the_published_hash_is_refused(tmp_path, monkeypatch):
+def test_a_download_whose_bytes_differ_from_the_published_hash_is_refused(monkeypatch, dinov2_case):
     from s2policy.encoders import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    data = save_transformers(dinov2_reference(False), tmp_path / "hf").read_bytes()
+    data = dinov2_case(registers=False).hf_path.read_bytes()
     url_path = "/facebook/dinov2-base/resolve/main/model.safetensors"
     published = "e" * 64  # the hash the hub announced; the bytes that arrived hash to something else
     with loopback_hub({url_path: data}, etags={url_path: published}) as server:

@@ -265,6 +265,8 @@ def _is_safetensors(path: Path) -> bool:
     """By name, or by content: an 8-byte little-endian header length followed by a JSON header."""
     if path.suffix == ".safetensors":
         return True
+    if not path.is_file():
+        return False  # torch_load_safe names the missing file
     with open(path, "rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
@@ -341,7 +343,7 @@ def load_pretrained(encoder: FrozenEncoder, weights: str | Path) -> None:
     if expected_sha256 is not None:
         digest = memoised_sha256(path)
         if digest != expected_sha256:
-            remedy = f"reinstall {spec.package.split(':')[0].replace('_', '-')}" if spec.package else "delete it"
+            remedy = _remedy(spec)
             raise CheckpointError(
                 f"{path}: sha256 {digest} differs from the expected {expected_sha256} (corrupted or replaced since "
                 f"it was downloaded or installed); {remedy} to get it again, or pass weights=<path> to use it anyway"
@@ -354,6 +356,15 @@ def load_pretrained(encoder: FrozenEncoder, weights: str | Path) -> None:
     _assign(encoder, state)
     encoder.weights_id = digest or memoised_sha256(path)
     log.info("loaded %s weights from %s (sha256 %s)", encoder.name, path, encoder.weights_id[:12])
+
+
+def _remedy(spec: WeightSpec) -> str:
+    """How to get a good copy of a file whose bytes no longer match its known digest."""
+    if spec.package:
+        return f"reinstall {spec.package.split(':')[0].replace('_', '-')}"
+    if spec.hf_repo:
+        return f"run `hf download {spec.hf_repo} {spec.file_name} --force-download`"
+    return "delete it"
 
 
 def _assign(encoder: FrozenEncoder, state: Mapping[str, torch.Tensor]) -> None:
