@@ -455,3 +455,10 @@ def test_a_download_whose_bytes_differ_from_the_published_hash_is_refused(monkey
         monkeypatch.setattr(hub, "ENDPOINT", server.endpoint)
         with pytest.raises(CheckpointError, match=rf"sha256 \w+ differs from the expected {published}"):
             load_pretrained(_small_dinov2(False), "pretrained")
+
+
+def test_map_pooling_needs_an_attention_pooling_head():
+    from s2policy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"pool='map' needs an encoder with an attention-pooling head; tiny_vit has"):
+        S2Encoder(build_encoder("tiny_vit", weights="random"), pool="map")
