@@ -21,8 +21,8 @@ def tiny_service(ckpt: Path) -> ChunkService:
 
 
 @contextlib.contextmanager
-def running_server(service: ChunkService, **options: Any) -> Iterator[PolicyServer]:
-    server = PolicyServer(service, port=0, **options)
+def running_server(service: ChunkService, port: int = 0, **options: Any) -> Iterator[PolicyServer]:
+    server = PolicyServer(service, port=port, **options)
     server.start()
     try:
         yield server
@@ -66,3 +66,62 @@ class RawClient:
 
     def close(self) -> None:
         self._stack.close()
+
+
+# --- network faults ------------------------------------------------------------------------------------------------
+class DelayProxy:
+    """A TCP proxy on loopback that delays every piece of data by `delay` +- `jitter` seconds (uniform) in each
+    direction, keeping byte order (a piece never overtakes the previous one), like a slow, jittery link."""
+
+    def __init__(self, upstream_port: int, delay: float, jitter: float, seed: int = 0):
+        import asyncio
+        import random
+        import threading
+
+        self.upstream_port, self.delay, self.jitter = upstream_port, delay, jitter
+        self._rng = random.Random(seed)
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(start(), self._loop)
+        assert ready.wait(10)
+
+    async def _connection(self, reader, writer) -> None:
+        import asyncio
+
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def _pipe(self, reader, writer) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def deliver() -> None:
+            while (item := await queue.get()) is not None:
+                release, data = item
+                await asyncio.sleep(max(release - loop.time(), 0))
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.create_task(deliver())
+        last = 0.0
+        while data := await reader.read(65536):
+            last = max(loop.time() + self.delay + self._rng.uniform(-self.jitter, self.jitter), last)
+            queue.put_nowait((last, data))
+        queue.put_nowait(None)
+        await sender
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)

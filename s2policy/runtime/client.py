@@ -63,6 +63,7 @@ class RemotePolicy:
         self.name = url
         self.options = options or ConnectionOptions()
         self.spec: PolicySpec | None = None  # from the first hello (`wait_ready`)
+        self.disconnected_at: float | None = None  # monotonic time the last connection was found lost
         self.stats = {"connects": 0, "disconnects": 0, "requests": 0, "replies": 0, "bad_replies": 0,
                       "server_errors": 0, "timeouts": 0, "late_replies": 0}
         self._connected = threading.Event()
@@ -216,6 +217,7 @@ class RemotePolicy:
 
     def _lost(self, why: str) -> None:
         if self._connected.is_set() and not self._closing:
+            self.disconnected_at = now()
             self.stats["disconnects"] += 1
             log.warning("policy server %s: %s; reconnecting", self.url, why)
         self._connected.clear()
