@@ -2,8 +2,12 @@
 the protocol spec gets them, garbage from a client gets error replies and never stops the server."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +214,34 @@ def test_the_loop_through_the_server(tmp_path):
         assert report.stage_ms[stage]["p50"] >= 0
     assert all(np.isfinite(a).all() and np.abs(a).max() <= 1 for a in robot.sent)
     assert remote.stats["replies"] == report.inferences and remote.stats["bad_replies"] == 0
+
+
+BLOCK_TORCH = """
+import runpy, sys
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "timm"):
+            raise ImportError(f"{name} is blocked: the robot client must run without it")
+sys.meta_path.insert(0, BlockTorch())
+module = sys.argv[1]
+sys.argv = [module] + sys.argv[2:]
+runpy.run_module(module, run_name="__main__")
+"""
+
+
+def test_the_robot_client_runs_without_torch(mlp_ckpt, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with running_server(tiny_service(mlp_ckpt)) as server:
+        out = tmp_path / "report.json"
+        done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "s2policy.runtime.client", "--server",
+                               f"ws://127.0.0.1:{server.port}", "--robot", "dummy", "--hz", "10", "--seconds", "1.5",
+                               "--camera-size", "48", "--json", str(out)], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["inferences"] >= 3 and report["mode"].startswith("action chunks from ws://127.0.0.1")
+    assert report["extra"]["replies"] == report["inferences"] and "cadence:" in done.stdout
+    # The blocker does block: the server side cannot even be imported under it.
+    blocked = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "s2policy.runtime.server", "--help"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert blocked.returncode != 0 and "torch is blocked" in blocked.stderr

@@ -8,8 +8,9 @@ new is due the last action handed out is held (zero-order hold) until the safety
 
 Chunk switching: a new chunk replaces the queued actions from its first due time on. The first `blend_steps` of its
 actions whose slot has not gone by and for which the old plan still has an unsent action are cross-faded with that
-action (matched by due time, within half a period): weights (blend_steps - k) / (blend_steps + 1) for the old action, k = 0, 1, ..., so the
-command moves from the old plan to the new one over `blend_steps` ticks instead of jumping; 0 = replace outright.
+action (matched by due time, within half a period): weight (blend_steps - k) / (blend_steps + 1) for the old action,
+k = 0, 1, ..., so the command moves from the old plan to the new one over `blend_steps` ticks instead of jumping;
+0 = replace outright.
 """
 
 from __future__ import annotations
