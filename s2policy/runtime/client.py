@@ -133,7 +133,10 @@ class RemotePolicy:
                     log.warning("policy server %s: %s: %s", self.url, type(e).__name__, e)
             self._lost("connection lost")
             if not self._closing:
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    break
                 delay = min(2 * delay, self.options.reconnect_max)
 
     async def _hello(self, ws: Any) -> None:
