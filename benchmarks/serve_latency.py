@@ -35,6 +35,7 @@ from runtime_latency import InstantRobot, build_policy
 from s2policy.fileio import atomic_write_text
 from s2policy.runtime import ChunkService, ChunkStream, ControlLoop, LocalChunks, PolicyRunner, RemotePolicy
 from s2policy.runtime import SafetyConfig
+from s2policy.runtime.client import ConnectionOptions
 from s2policy.runtime.report import summarize
 from s2policy.runtime.robot import now
 
@@ -110,7 +111,8 @@ def bench(scales: list[int], hz: float, seconds: float, threads: int | None, wor
         line = server.stdout.readline()
         if not line.startswith("serving"):
             raise RuntimeError(f"server did not start: {line!r}")
-        remote = RemotePolicy(f"ws://127.0.0.1:{port}")
+        # A long request timeout: on this loaded CPU an S2 inference can take over a second.
+        remote = RemotePolicy(f"ws://127.0.0.1:{port}", ConnectionOptions(request_timeout=10.0))
         remote.wait_ready(60)
         timed = TimedPredictor(remote)
         report = ControlLoop(robot, ChunkStream(timed), hz, safety=safety).run(seconds=seconds)

@@ -14,7 +14,6 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-import torch
 
 from s2policy.runtime import ChunkStream, ControlLoop, RemotePolicy, SafetyConfig
 from s2policy.runtime.client import ConnectionOptions
@@ -67,11 +66,8 @@ def ckpt(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Servers and loops share this 2-core machine: one torch thread each."""
 
 
 def run_in_thread(loop: ControlLoop) -> threading.Thread:

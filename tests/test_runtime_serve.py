@@ -21,11 +21,8 @@ from .test_runtime_support import ACTION_DIM, PROPRIO_DIM, FakeRobot, observatio
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Servers and loops share this 2-core machine: one torch thread each."""
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import logging
 import sys
 import threading
@@ -26,10 +25,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, S2PolicyError
+from .cli_args import add_loop_arguments, print_report, safety_config, setup_logging
 from .inference import ChunkReply, ChunkStream
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES, PolicySpec, ProtocolError, pack, request_id, unpack
 from .robot import EPISODE_KEY, TIMESTAMP_KEY, now
-from .safety import BAD_REPLY, REPLY_TIMEOUT, SERVER_ERROR, SERVER_UNAVAILABLE, SafetyConfig
+from .safety import BAD_REPLY, REPLY_TIMEOUT, SERVER_ERROR, SERVER_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -287,31 +287,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server", default="ws://127.0.0.1:8000", help="the policy server's ws:// address")
     p.add_argument("--robot", choices=["sim", "dummy"], default="sim",
                    help="sim: our MuJoCo task in real time; dummy: black frames, actions discarded (latency check)")
-    p.add_argument("--hz", type=float, default=10.0, help="control rate (the rate the policy was trained at)")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to run (Ctrl-C stops earlier)")
     p.add_argument("--task", default=None, help="simulated task (default: the served policy's task, else lift)")
     p.add_argument("--camera-size", type=int, default=224, help="rendered / dummy frame side")
-    p.add_argument("--sim-hz", type=float, default=20.0, help="simulator (robot controller) rate")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--refill-threshold", type=int, default=None,
-                   help="request a new chunk when at most this many planned actions are left (default horizon // 2)")
+                   help="request a new chunk when at most this many planned actions are left "
+                        "(default horizon - n_action_steps)")
     p.add_argument("--blend-steps", type=int, default=2, help="ticks over which a new chunk fades in over the old")
     p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the server at start")
     p.add_argument("--request-timeout", type=float, default=2.0, help="seconds before a request counts as lost")
-    p.add_argument("--max-delta", type=float, default=None, help="per-tick rate limit on every action dimension")
-    p.add_argument("--max-observation-age", type=float, default=None, help="seconds (default 3 control periods)")
-    p.add_argument("--max-action-age", type=float, default=None,
-                   help="seconds an action may be late for its slot (default 5 control periods)")
-    p.add_argument("--fault-action", choices=["safe", "hold"], default="safe")
-    p.add_argument("--json", default=None, help="also write the report as JSON here")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_loop_arguments(p, hz_help="control rate (the rate the policy was trained at)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.verbose)
     from .loop import ControlLoop
 
     remote = None
@@ -327,9 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                                            sim_hz=args.sim_hz, seed=args.seed)
         else:
             robot = DummyRobot(spec, (args.camera_size, args.camera_size))
-        safety = SafetyConfig(low=robot.action_low, high=robot.action_high, max_delta=args.max_delta,
-                              max_observation_age=args.max_observation_age, max_action_age=args.max_action_age,
-                              fault_action=args.fault_action)
+        safety = safety_config(args, robot)
         stream = ChunkStream(remote, refill_threshold=args.refill_threshold, blend_steps=args.blend_steps)
         report = ControlLoop(robot, stream, args.hz, safety=safety).run(seconds=args.seconds)
     except (S2PolicyError, OSError) as e:
@@ -341,11 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.robot == "sim":
         report.extra.update(task=task, episodes_finished=robot.episodes, successes=robot.successes,
                             sim_steps=robot.steps, sim_overruns=robot.overruns)
-    print(report.format())
-    if args.json:
-        from ..fileio import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
+    print_report(report, args.json)
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigError, S2PolicyError
+from .cli_args import add_runner_arguments, add_verbose_argument, setup_logging
 from .protocol import (
     BAD_MESSAGE,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -223,23 +224,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="policy checkpoint (.safetensors file or its directory)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (printed)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is often fastest on a busy CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder and head")
+    add_runner_arguments(p)
     p.add_argument("--max-batch", type=int, default=8, help="most requests run as one batch")
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="wait this long for more requests before running a batch (0: batch only what is queued)")
     p.add_argument("--warmup-frame-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="frame size of the warm-up requests (default: the training camera size)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_verbose_argument(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.verbose)
     from .runner import PolicyRunner
 
     try:
