@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Self
 
 import numpy as np
 
@@ -106,17 +107,17 @@ class EpisodeReader(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def hash_frames(self, h: "hashlib._Hash", camera: str) -> None:
+    def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
         """Feed everything `camera`'s stored frames depend on into `h` (the feature cache's content key)."""
 
     @abc.abstractmethod
     def modification_stamp(self) -> str:
         """A string that changes whenever any file of the dataset is written (memoises content hashes)."""
 
-    def close(self) -> None:  # noqa: B027 - readers without open handles need nothing
+    def close(self) -> None:
         pass
 
-    def __enter__(self) -> "EpisodeReader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -367,7 +368,7 @@ class LeRobotReader(EpisodeReader):
         """The task strings of one episode."""
         return list(self.episode(episode).tasks)
 
-    def hash_frames(self, h: "hashlib._Hash", camera: str) -> None:
+    def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
         feature = self._require_camera(camera)
         h.update(json.dumps([self.version, self.fps, self.features[feature]], sort_keys=True).encode())
         hashed: set[Path] = set()

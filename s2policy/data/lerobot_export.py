@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..errors import DatasetError
 from ..fileio import atomic_dir
@@ -130,11 +131,12 @@ def _resolve_fps(reader: EpisodeReader, fps: float | None) -> int:
 def export_lerobot(source: str | os.PathLike, out: str | os.PathLike, *, fps: float | None = None,
                    cameras: Sequence[str] | None = None, proprio_keys: Sequence[str] = ("proprio",),
                    task: str | None = None, robot_type: str | None = None,
-                   video: VideoSettings = VideoSettings()) -> Path:
+                   video: VideoSettings = VideoSettings(), progress: bool = False) -> Path:
     """Write `source` (any dataset `open_episodes` reads; validated first) as a LeRobot v3.0 dataset folder `out`.
 
     fps: frames per second (default: env_args' control_freq). cameras: default all stored cameras. task: the task
-    string of every episode (default: the env_args task name, else the file name). Raises DatasetError before
+    string of every episode (default: the env_args task name, else the file name). progress: a tqdm bar over
+    episodes. Raises DatasetError before
     writing anything when `out` exists or the source is bad.
     """
     import pyarrow as pa
@@ -155,14 +157,14 @@ def export_lerobot(source: str | os.PathLike, out: str | os.PathLike, *, fps: fl
         task = task or env_args.get("env_kwargs", {}).get("task") or source.stem
         with atomic_dir(out) as tmp:
             _write(reader, tmp, fps, cameras, shapes, list(proprio_keys), others, task,
-                   robot_type or env_args.get("env_kwargs", {}).get("robots"), video, pa)
+                   robot_type or env_args.get("env_kwargs", {}).get("robots"), video, progress, pa)
     log.info("exported %s to LeRobot %s dataset %s", source, CODEBASE_VERSION, out)
     return out
 
 
 def _write(reader: EpisodeReader, root: Path, fps: int, cameras: list[str], shapes: dict[str, tuple[int, int]],
            proprio_keys: list[str], others: list[str], task: str, robot_type: str | None, video: VideoSettings,
-           pa: Any) -> None:
+           progress: bool, pa: Any) -> None:
     names = reader.episodes
     renamed = {name: f"episode_{i:06d}" for i, name in enumerate(names)}
     video_keys = {c: IMAGES_PREFIX + c for c in cameras}
@@ -177,7 +179,7 @@ def _write(reader: EpisodeReader, root: Path, fps: int, cameras: list[str], shap
     episodes: dict[str, list] = {"episode_index": [], "length": [], "dataset_from_index": [], "dataset_to_index": []}
     offset = 0
     try:
-        for i, name in enumerate(names):
+        for i, name in enumerate(tqdm(names, desc="export", unit="episode", disable=not progress)):
             actions = reader.read_actions(name)
             n = len(actions)
             lowdim = reader.read_lowdim(name, proprio_keys + others)

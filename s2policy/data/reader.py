@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -79,7 +80,7 @@ class Demo:
         return int(self.actions.shape[0])
 
 
-def hash_h5_dataset(h: "hashlib._Hash", ds: h5py.Dataset) -> None:
+def hash_h5_dataset(h: hashlib._Hash, ds: h5py.Dataset) -> None:
     """Feed an HDF5 dataset's name, dtype, shape and content into `h`, a few frames at a time."""
     h.update(f"{ds.name}|{ds.dtype}|{ds.shape}|".encode())
     if ds.ndim == 0:
@@ -268,11 +269,11 @@ class DemoDataset(EpisodeReader):
         attrs = {k: self.demo_group(k).attrs for k in self.demo_keys}
         return {k: int(a["seed"]) for k, a in attrs.items() if "seed" in a}
 
-    def hash_frames(self, h: "hashlib._Hash", camera: str) -> None:
+    def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
         for demo in self.demo_keys:
             hash_h5_dataset(h, self.obs_array(demo, image_key(camera)))
 
-    def hash_render_inputs(self, h: "hashlib._Hash") -> None:
+    def hash_render_inputs(self, h: hashlib._Hash) -> None:
         """What re-rendered frames depend on: env_args, and per demo its states and model file."""
         h.update(json.dumps(self.env_args, sort_keys=True).encode())
         for demo in self.demo_keys:

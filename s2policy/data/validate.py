@@ -111,7 +111,7 @@ def validate_lerobot(path: str | os.PathLike) -> None:
         needed: dict[Path, tuple[str, int, str]] = {}  # video file -> (feature, frames its episodes need, episode)
         for ep in (reader.episode(n) for n in reader.episodes):
             for feature, (video, start) in ep.videos.items():
-                end = int(round(start * reader.fps)) + ep.length
+                end = round(start * reader.fps) + ep.length
                 if video not in needed or end > needed[video][1]:
                     needed[video] = (feature, end, ep.name)
         rates: dict[str, set[float]] = {}

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..data import EpisodeReader, image_key, open_episodes
+from ..data import EpisodeReader, open_episodes
+from ..data import image_key as image_key  # re-exported: policy and runtime import it from here
 from ..errors import ConfigError
+
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 RGB frames (H, W, 3) or (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1] on `device`.

@@ -10,8 +10,9 @@ last step repeat the last action: exactly what `Policy.act` sees at the start of
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
