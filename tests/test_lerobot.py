@@ -304,3 +304,22 @@ def test_lerobot_loader_reads_our_export(tmp_path):
             np.testing.assert_array_equal(theirs[f"state.{i}"], a.read_lowdim(ep, ["proprio"])["proprio"])
             for cam in ("agentview", "eye_in_hand"):
                 assert_same_frames(theirs[f"frames.{cam}.{i}"], decode(a, ep, cam))
+
+
+@pytest.mark.slow
+def test_policy_trained_on_a_lerobot_dataset_of_our_task_evaluates(tmp_path):
+    """lift demos -> LeRobot export (minus our meta/s2policy.json, so the dataset names no task, seeds or frame size)
+    -> training with task=lift -> rollouts in the simulator."""
+    import envs
+    from s2policy.evaluate import EvalSettings, evaluate
+    from s2policy.train import train
+
+    envs.collect_demos("lift", 2, tmp_path / "demos.hdf5", camera_size=64, progress=False)
+    root = export_lerobot(tmp_path / "demos.hdf5", tmp_path / "lift_lerobot")
+    (root / "meta" / "s2policy.json").unlink()
+    with open_episodes(root) as r:
+        assert r.env_args == {} and r.seeds() == {} and r.frame_shape("agentview") == (64, 64)
+    policy_file = train(run_config(root, tmp_path / "run", "task=lift", "task.camera_size=null", "train.steps=10"))
+    summary = evaluate(policy_file, tmp_path / "eval", EvalSettings(episodes=1, workers=0, max_steps=8))
+    assert summary["success"]["episodes"] == 1 and summary["task"] == "lift", summary
+    assert summary["policy"]["camera_size"] == [64, 64] and summary["dataset"] == str(root)

@@ -41,12 +41,14 @@ QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """How camera streams are encoded. Defaults follow LeRobot's recorder (AV1, yuv420p, keyframe every 2 frames)."""
+    """How camera streams are encoded. Defaults follow LeRobot's recorder (AV1, yuv420p, keyframe every 2 frames,
+    CRF 30, SVT-AV1 preset 12)."""
 
     codec: str = "libsvtav1"
     pix_fmt: str = "yuv420p"
     gop: int = 2
     crf: int = 30
+    preset: int | None = 12
 
 
 def _lowdim_stats(x: np.ndarray) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def _write(reader: EpisodeReader, root: Path, fps: int, cameras: list[str], shap
         path = root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
         path.parent.mkdir(parents=True, exist_ok=True)
         writers[cam] = VideoWriter(path, fps, *shapes[cam], codec=video.codec, pix_fmt=video.pix_fmt, gop=video.gop,
-                                   crf=video.crf)
+                                   crf=video.crf, preset=video.preset)
     rows: dict[str, list[np.ndarray]] = {"state": [], "action": [], **{k: [] for k in others}}
     proprio_dims: dict[str, int] = {}
     episodes: dict[str, list] = {"episode_index": [], "length": [], "dataset_from_index": [], "dataset_to_index": []}
@@ -238,7 +240,7 @@ def _write(reader: EpisodeReader, root: Path, fps: int, cameras: list[str], shap
             "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
             "info": {"video.height": h, "video.width": w, "video.codec": writers[cam].codec_name,
                      "video.pix_fmt": video.pix_fmt, "video.is_depth_map": False, "video.fps": fps,
-                     "video.channels": 3, "has_audio": False},
+                     "video.channels": 3, "has_audio": False, "video.g": video.gop, "video.crf": video.crf},
         }
     features[STATE_FEATURE] = {"dtype": "float32", "shape": [state.shape[1]],
                                "names": [f"{k}_{j}" for k in proprio_keys for j in range(proprio_dims[k])]}
