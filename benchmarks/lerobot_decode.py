@@ -4,9 +4,9 @@
 
     nice python benchmarks/lerobot_decode.py --out benchmarks/results/lerobot_decode.json
 
-The dataset is written by our exporter with LeRobot's recording defaults (AV1 / libsvtav1, yuv420p, a keyframe every
-2 frames, CRF 30): 2 cameras at 480x640, episodes back to back in one file per camera (format v3.0). Frames are a
-textured scene under a moving viewpoint, so the codec has real work to do.
+The dataset is written by our exporter (LeRobot's recording settings: AV1 / libsvtav1, yuv420p, a keyframe every
+2 frames, CRF 30; SVT preset 8): 2 cameras at 480x640, episodes back to back in one file per camera (format v3.0).
+Frames are a textured scene under a moving viewpoint, so the codec has real work to do.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def main() -> None:
         result = {
             "dataset": {"format": "lerobot-v3.0", "cameras": 2, "height": args.height, "width": args.width,
                         "episodes": args.episodes, "frames_per_camera": args.episodes * args.length,
-                        "codec": "av1 (libsvtav1, crf 30, gop 2, yuv420p)", "video_mb": round(video_bytes / 2**20, 2)},
+                        "codec": "av1 (libsvtav1, crf 30, gop 2, yuv420p, preset 8)",
+                        "video_mb": round(video_bytes / 2**20, 2)},
             "export_seconds": round(export_s, 1),
             "sequential_decode": sequential_fps(dst, chunk=16),
             "seek_per_frame_decode": seek_per_frame_fps(dst, samples=60),

@@ -87,8 +87,11 @@ def test_v3_files_are_decoded_sequentially_once(monkeypatch):
             for cam in r.cameras:
                 decode(r, ep, cam)
         assert seeks == [0.0, 0.0]
-        decode(r, "episode_000001", "front")  # out of order: one seek to that episode, still exact frames
+        decode(r, "episode_000001", "front")  # out of order: one seek to that episode
         assert len(seeks) == 3
+        next(r.iter_frames("episode_000002", "front", 4))  # a reader that stops early ...
+        frames = decode(r, "episode_000002", "front")  # ... does not leave the next read mid-episode
+        assert_same_frames(frames, written.episode_frames("front", 2, LENGTHS[2]))
 
 
 def test_missing_info_json(tmp_path):
@@ -120,6 +123,15 @@ def test_missing_feature_keys_list_the_available_ones(tmp_path):
                                           r"\['observation.images.front', 'observation.images.wrist'\]"):
         build_feature_cache(FIXTURES / "v30", "top", None, cache_root=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_no_cache_mode_is_refused_for_video_datasets():
+    """features.cache=false reads frames at random steps: one clear error instead of decoding episodes per batch."""
+    from s2policy.train.data import EncodedFeatures, load_steps
+
+    steps = load_steps(str(FIXTURES / "v21"), ["episode_000000"], ["proprio"])
+    with pytest.raises(ConfigError, match="features.cache=false reads frames at random steps.*use features.cache=true"):
+        EncodedFeatures(str(FIXTURES / "v21"), steps, ["front"], None, "cpu")
 
 
 def _reencode(src: Path, dst: Path, fps: int, keep: int) -> None:

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             from .lerobot_export import VideoSettings, export_lerobot
 
             out = export_lerobot(args.source, args.out, fps=args.fps, cameras=args.cameras,
-                                 proprio_keys=args.proprio_keys, task=args.task, video=VideoSettings(crf=args.crf), progress=True)
+                                 proprio_keys=args.proprio_keys, task=args.task, video=VideoSettings(crf=args.crf),
+                                 progress=True)
             print(f"wrote {out}")
     except S2PolicyError as e:
         print(f"error: {e}", file=sys.stderr)

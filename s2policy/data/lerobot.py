@@ -115,7 +115,8 @@ class LeRobotReader(EpisodeReader):
         self._pq = _import_pyarrow()
         info_file = self.path / INFO_FILE
         if not info_file.is_file():
-            raise DatasetError(f"{self.path}: missing {INFO_FILE} (not a LeRobot dataset folder, or an incomplete copy)")
+            raise DatasetError(
+                f"{self.path}: missing {INFO_FILE} (not a LeRobot dataset folder, or an incomplete copy)")
         try:
             self.info: dict[str, Any] = json.loads(info_file.read_text())
         except ValueError as e:
@@ -136,6 +137,8 @@ class LeRobotReader(EpisodeReader):
         self.sidecar = self._read_sidecar()
         self._episodes = self._read_episodes()
         self._by_name = {ep.name: ep for ep in self._episodes}
+        log.debug("%s: LeRobot %s, %d episodes, %g fps, cameras %s", self.path, self.version, len(self._episodes),
+                  self.fps, self.cameras)
         self._rows: dict[Path, tuple[Any, np.ndarray]] = {}  # data file -> (table, episode_index column)
         self._cursors: dict[str, VideoCursor] = {}  # video feature -> open file being read forward
 
@@ -263,8 +266,9 @@ class LeRobotReader(EpisodeReader):
             stored_in_parquet = [k for k, v in self.features.items() if v.get("dtype") == "image"]
             hint = (f"; image features stored inside Parquet ({stored_in_parquet}) are not supported, only videos"
                     if stored_in_parquet else "")
-            raise DatasetError(f"{self.path}: no video feature for camera {camera!r} (expected "
-                               f"'{IMAGES_PREFIX}{camera_of_image_key(camera)}'); available: {self.video_features}{hint}")
+            expected = IMAGES_PREFIX + camera_of_image_key(camera)
+            raise DatasetError(f"{self.path}: no video feature for camera {camera!r} (expected {expected!r}); "
+                               f"available: {self.video_features}{hint}")
         return key
 
     def frame_shape(self, camera: str) -> tuple[int, int] | None:
@@ -356,7 +360,8 @@ class LeRobotReader(EpisodeReader):
             known = set(self.episodes)
             unknown = [e for e in list(recorded["train"]) + list(recorded.get("valid", [])) if e not in known]
             if unknown:
-                raise DatasetError(f"{self.path / SIDECAR_FILE}: splits name episodes not in the dataset: {unknown[:5]}")
+                raise DatasetError(
+                    f"{self.path / SIDECAR_FILE}: splits name episodes not in the dataset: {unknown[:5]}")
             return list(recorded["train"]), list(recorded.get("valid", []))
         split = split_train_valid(self.episodes)
         return split["train"], split["valid"]

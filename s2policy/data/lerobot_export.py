@@ -41,14 +41,14 @@ QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """How camera streams are encoded. Defaults follow LeRobot's recorder (AV1, yuv420p, keyframe every 2 frames,
-    CRF 30, SVT-AV1 preset 12)."""
+    """How camera streams are encoded: LeRobot's recorder settings (AV1, yuv420p, keyframe every 2 frames, CRF 30),
+    with SVT-AV1 preset 8 (see `VideoWriter`)."""
 
     codec: str = "libsvtav1"
     pix_fmt: str = "yuv420p"
     gop: int = 2
     crf: int = 30
-    preset: int | None = 12
+    preset: int | None = 8
 
 
 def _lowdim_stats(x: np.ndarray) -> dict[str, Any]:
@@ -240,7 +240,8 @@ def _write(reader: EpisodeReader, root: Path, fps: int, cameras: list[str], shap
             "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
             "info": {"video.height": h, "video.width": w, "video.codec": writers[cam].codec_name,
                      "video.pix_fmt": video.pix_fmt, "video.is_depth_map": False, "video.fps": fps,
-                     "video.channels": 3, "has_audio": False, "video.g": video.gop, "video.crf": video.crf},
+                     "video.channels": 3, "has_audio": False, "video.g": video.gop, "video.crf": video.crf,
+                     "video.preset": video.preset},
         }
     features[STATE_FEATURE] = {"dtype": "float32", "shape": [state.shape[1]],
                                "names": [f"{k}_{j}" for k in proprio_keys for j in range(proprio_dims[k])]}

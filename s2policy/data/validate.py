@@ -60,9 +60,10 @@ def _check_obs(ds: h5py.Dataset, where: str, length: int) -> list[str]:
 def validate(path: str | os.PathLike, filter_key: str | None = None) -> None:
     """Raise one DatasetError listing every problem (file, episode and key named) or return None for a good dataset.
 
-    A folder is checked as a LeRobot dataset (see `validate_lerobot`). A robomimic file is checked for: HDF5 with /data, at least one demo, each demo non-empty with float (T, A) actions in [-1, 1], every
-    per-step array (states, rewards, dones, obs/*, next_obs/*) of length num_samples, images uint8 (T, H, W, 3),
-    and the filter key (if given) present in mask/.
+    A folder is checked as a LeRobot dataset (see `validate_lerobot`). A robomimic file is checked for: HDF5 with
+    /data, at least one demo, each demo non-empty with float (T, A) actions in [-1, 1], every per-step array
+    (states, rewards, dones, obs/*, next_obs/*) of length num_samples, images uint8 (T, H, W, 3), and the filter key
+    (if given) present in mask/.
     """
     path = Path(path)
     if is_lerobot_path(path):
