@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -20,6 +21,11 @@ def _default_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def _default_dir_mode() -> int:
+    # mkdtemp creates 0700 folders; a finished output folder gets the mode a plain mkdir() would give it.
+    return _default_file_mode() | ((_default_file_mode() & 0o444) >> 2)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -60,6 +66,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success its files are fsync'ed and it is renamed to `path` (which
+    must not exist), on error it is removed. For outputs made of many files, e.g. a LeRobot dataset folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(f, _default_file_mode())
+            else:
+                os.chmod(f, _default_dir_mode())
+        os.chmod(tmp, _default_dir_mode())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
