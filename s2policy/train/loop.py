@@ -25,8 +25,8 @@ from .checkpoint import load_train_state, read_run_config, save_train_state
 from .data import batch_indices, gather_windows, load_steps
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
 from .optim import EMA, lr_at, seed_step
-from .setup import (build_step_features, check_camera_size, ensure_dataset, fit_normalizers, make_policy_config,
-                    split_demos)
+from .setup import (build_step_features, check_camera_size, check_head_inputs, ensure_dataset, fit_normalizers,
+                    make_policy_config, split_demos)
 from .tracker import RunLogger
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     # --- data and frozen features ---
     encoder = build_s2_encoder(cfg["encoder"]["name"], cfg["encoder"]["weights"], cfg["s2"]).to(dist.device)
     check_camera_size(cfg, encoder.native_size)
+    check_head_inputs(cfg)
     dataset = ensure_dataset(cfg, dist)
     train_demos, valid_demos = split_demos(dataset)
     proprio_keys = list(cfg["task"]["proprio_keys"])
@@ -65,7 +66,8 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
         steps.proprio, steps.actions = proprio_norm.normalize(steps.proprio), action_norm.normalize(steps.actions)
 
     # --- policy, optimiser, EMA ---
-    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"])
+    map_shape = getattr(features["train"], "map_shape", None)  # (cameras, C, h, w) for a spatial head
+    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"], map_shape)
     policy = Policy.create(pcfg, encoder, proprio_norm, action_norm).to(dist.device)
     head = policy.head
     model = head if dist.world_size == 1 else torch.nn.parallel.DistributedDataParallel(head)
