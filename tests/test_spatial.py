@@ -117,6 +117,15 @@ def test_map_cache_streams_the_encoder_maps_and_its_key_holds_the_grid(dataset, 
             got = streamed.gather(torch.tensor([9, 7, 9, 13]))  # demo_1 steps 2, 0, 2, 6
             assert got.dtype == torch.float32 and got.shape == (4, math.prod(cache.shape))
             np.testing.assert_array_equal(got.numpy(), cache.rows("demo_1", [2, 0, 2, 6]).reshape(4, -1))
+            if grid == 0:  # the table stays on disk: a row changed in the file after loading is what gather returns
+                part, first = cache.manifest["demos"]["demo_1"]
+                with open(cache.folder / part, "r+b") as f:
+                    f.seek((first + 2) * cache.row_bytes)
+                    f.write(np.full(cache.shape, 7.0, np.float16).tobytes())
+                assert (streamed.gather(torch.tensor([9])) == 7.0).all()
+                with open(cache.folder / part, "r+b") as f:  # restore it for the reuse check below
+                    f.seek((first + 2) * cache.row_bytes)
+                    f.write(direct[2].astype(np.float16).tobytes())
         folders[grid] = cache.folder
         again, stats = build_map_cache(dataset, "agentview", s2, cache_root=tmp_path)
         assert stats.reused and again.folder == cache.folder

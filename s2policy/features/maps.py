@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..device import autocast, select_device
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..fileio import atomic_write_text
-from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, default_cache_root
+from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, _manifest_matches, default_cache_root
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
@@ -283,11 +283,10 @@ def build_map_cache(
                                 src.frame_shape, src.kind, shape)
     folder = map_cache_folder(root, camera, key)
     stats = ExtractionStats()
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads((folder / "manifest.json").read_text()).get("key") == key:
-            stats.reused = True
-            log.info("reusing map cache %s", folder)
-            return MapCache(folder), stats
+    if _manifest_matches(folder, key):
+        stats.reused = True
+        log.info("reusing map cache %s", folder)
+        return MapCache(folder), stats
 
     rank, world = _dist()
     folder.mkdir(parents=True, exist_ok=True)
