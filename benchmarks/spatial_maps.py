@@ -52,12 +52,13 @@ def run_config(dataset: Path, out_dir: Path, encoder: str, weights: str, s2: dic
 
 
 def steps_per_second(cfg: dict, skip: int) -> float:
-    """Optimisation steps/s of the real training loop after step `skip` (setup and caching excluded)."""
+    """Optimisation steps/s of the real training loop from step `skip` to the step before the last (setup, caching
+    and the final step's validation and checkpoint excluded)."""
     from s2policy.train import train
 
     stamps: dict[int, float] = {}
     train(cfg, on_step=lambda step: stamps.__setitem__(step, time.perf_counter()))
-    last = max(stamps)
+    last = max(stamps) - 1
     return (last - skip) / (stamps[last] - stamps[skip])
 
 
@@ -132,21 +133,24 @@ def _extract_child(cfg: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--only", choices=("lite0", "rss"), default=None,
+                   help="run one part; with --out, the other part's figures in that file are kept")
     p.add_argument("--frames", type=int, default=48, help="Lite0 frames extracted per grid (sizes scale linearly)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rss-frames", type=int, nargs=2, default=[500, 2000])
     p.add_argument("--rss-steps", type=int, default=60)
     args = p.parse_args()
-    start = time.perf_counter()
+    result = json.loads(args.out.read_text()) if args.only and args.out and args.out.is_file() else {}
+    result["machine"] = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        result = {
-            "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-                        "python": platform.python_version()},
-            "lite0": bench_lite0(work, args.frames, args.batch_size),
-            "rss": bench_rss(work, args.rss_frames, args.rss_steps, args.batch_size),
-        }
-    result["bench_seconds"] = time.perf_counter() - start
+        for part in ("lite0", "rss"):
+            if args.only in (None, part):
+                start = time.perf_counter()
+                result[part] = (bench_lite0(work, args.frames, args.batch_size) if part == "lite0"
+                                else bench_rss(work, args.rss_frames, args.rss_steps, args.batch_size))
+                result[part]["bench_seconds"] = time.perf_counter() - start
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -18,8 +18,7 @@ from s2policy.data import DemoWriter
 from s2policy.errors import ConfigError, DatasetError
 from s2policy.features import build_s2_encoder, frames_to_tensor
 from s2policy.features import maps as maps_module
-from s2policy.features.maps import (MapCache, StreamedMaps, build_map_cache, camera_feature_map, map_cache_key,
-                                    map_shape)
+from s2policy.features.maps import MapCache, StreamedMaps, build_map_cache, camera_feature_map, map_cache_key, map_shape
 from s2policy.policy import Policy, SpatialOptions
 from s2policy.policy.spatial import SpatialSoftmax
 from s2policy.train import train

@@ -20,6 +20,7 @@ The grid of the map is S2's `resize_output_to_idx` (`s2.resize_output_to_idx`): 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -132,7 +133,7 @@ class SpatialHead(nn.Module):
                                                       learnable_temperature) for _ in range(cams))
         dims = [cams * num_keypoints * 2 + proprio_dim, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.mlp = nn.Sequential(*layers, nn.Linear(dims[-1], self.horizon * action_dim))
 
