@@ -5,8 +5,10 @@ num_samples (and model_file / seed for simulated demos); /data attrs total and e
 holding byte-string demo names.
 """
 
+from .check import check_dataset
 from .reader import Demo, DemoDataset, open_dataset, sorted_demo_keys
 from .validate import validate
 from .writer import DemoWriter, split_train_valid
 
-__all__ = ["Demo", "DemoDataset", "DemoWriter", "open_dataset", "sorted_demo_keys", "split_train_valid", "validate"]
+__all__ = ["Demo", "DemoDataset", "DemoWriter", "check_dataset", "open_dataset", "sorted_demo_keys",
+           "split_train_valid", "validate"]

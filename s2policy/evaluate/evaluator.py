@@ -107,8 +107,9 @@ def plan_evaluation(checkpoint: str | Path, settings: EvalSettings) -> EvalPlan:
     env_kwargs: dict[str, Any] = {}
     seeds = evaluation_seeds(settings.seed, settings.episodes)
     if dataset is not None:
-        from ..data import open_dataset
+        from ..data import check_dataset, open_dataset
 
+        check_dataset(dataset)
         with open_dataset(dataset) as ds:
             env_kwargs = ds.env_args.get("env_kwargs", {})
         if env_kwargs.get("task", info.task) != info.task:

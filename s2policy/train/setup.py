@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..data import open_dataset
+from ..data import check_dataset, open_dataset
 from ..errors import ConfigError
 from ..features import build_feature_cache
 from ..policy import Normalizer, PolicyConfig
@@ -32,6 +32,14 @@ def check_camera_size(cfg: Mapping[str, Any], native_size: int) -> None:
 
 
 def ensure_dataset(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
+    """The run's dataset, checked by `check_dataset` before any stage reads it (one DatasetError naming file, demo
+    and key)."""
+    path = _dataset_path(cfg, dist)
+    check_dataset(path)
+    return path
+
+
+def _dataset_path(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
     """`cfg.dataset`, or demos collected for the task (once: reused when the file exists; rank 0 collects)."""
     if cfg.get("dataset"):
         path = Path(cfg["dataset"])
