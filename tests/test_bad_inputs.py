@@ -198,6 +198,15 @@ def _shorter_actions(f: h5py.File) -> None:
     replace_array(f, "data/demo_1/actions", f["data/demo_1/actions"][:-2])
 
 
+def _corrupt_image_chunk(f: h5py.File) -> None:
+    """Scramble one gzip-compressed frame on disk: only reading that frame can notice (the check reads no image)."""
+    ds = f["data/demo_1/obs/agentview_image"]
+    info = ds.id.get_chunk_info(5)
+    handle = f.id.get_vfd_handle()
+    os.lseek(handle, info.byte_offset + 8, os.SEEK_SET)
+    os.write(handle, b"\xff" * 24)
+
+
 def _drop_camera(f: h5py.File) -> None:
     del f["data/demo_3/obs/agentview_image"]
 
@@ -282,6 +291,8 @@ CASES: dict[str, Case] = {
         f, "mask/valid", np.array([b"demo_0", b"demo_9"]))), "filter key mask/valid: names demos not in /data: ['demo_9']"),
     "dataset/empty_mask": Case(train_on(lambda f: replace_array(f, "mask/train", np.array([], dtype="S8"))),
                                "filter key mask/train: empty"),
+    "dataset/corrupt_image_chunk": Case(train_on(_corrupt_image_chunk),
+                                        "key '/data/demo_1/obs/agentview_image': rows"),
     "dataset/env_args_not_json": Case(train_on(lambda f: f["data"].attrs.__setitem__("env_args", "{oops")),
                                       "env_args is not valid JSON"),
     "dataset/no_data_group": Case(train_on(lambda f: f.move("data", "dataz")), "missing group /data"),

@@ -33,6 +33,16 @@ def is_image_dataset(ds: h5py.Dataset) -> bool:
     return ds.dtype == np.uint8 and ds.ndim == 4
 
 
+def read_rows(ds: h5py.Dataset, start: int, stop: int, path: str | os.PathLike) -> np.ndarray:
+    """`ds[start:stop]`, with HDF5's reaction to a damaged chunk (a failed decompression filter, a truncated file)
+    turned into a DatasetError naming the file, the array and the rows."""
+    try:
+        return ds[start:stop]
+    except (OSError, RuntimeError) as e:
+        raise DatasetError(f"{path}: key '{ds.name}': rows {start}..{min(stop, ds.shape[0]) - 1} are unreadable ({e}); "
+                           "the file is damaged") from e
+
+
 def open_hdf5(path: str | os.PathLike) -> h5py.File:
     """Open an HDF5 file read-only, turning h5py's low-level errors into a DatasetError naming the file."""
     path = Path(path)

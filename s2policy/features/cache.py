@@ -314,12 +314,20 @@ def build_feature_cache(
     native = getattr(getattr(s2_encoder, "encoder", None), "native_size", None)
     src = resolve_frame_source(dataset_path, camera, camera_size, source, native_size=native)
     root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot use {root} as the feature cache folder (features.cache_dir): {e}") from e
+    try:
+        fingerprint = dataset_fingerprint(src, root)
+    except BaseException:
+        if created:  # a file that cannot be read to the end leaves no empty cache folder behind
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
     key, inputs = feature_cache_key(
-        dataset_fingerprint(src, root), encoder_identity(s2_encoder), camera, src.frame_shape, src.kind, dtype, store_maps
+        fingerprint, encoder_identity(s2_encoder), camera, src.frame_shape, src.kind, dtype, store_maps
     )
     folder = cache_folder(root, camera, key)
     stats = ExtractionStats()

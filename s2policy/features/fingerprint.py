@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from ..data import open_dataset
+from ..data.reader import read_rows
 from ..fileio import atomic_write_text
 from .frames import FrameSource, image_key
 
@@ -24,14 +25,14 @@ log = logging.getLogger(__name__)
 _CHUNK_FRAMES = 64
 
 
-def _hash_dataset(h: "hashlib._Hash", ds: h5py.Dataset) -> None:
+def _hash_dataset(h: "hashlib._Hash", ds: h5py.Dataset, path: Path) -> None:
     h.update(f"{ds.name}|{ds.dtype}|{ds.shape}|".encode())
     step = _CHUNK_FRAMES if ds.ndim else 1
     if ds.ndim == 0:
         h.update(np.asarray(ds[()]).tobytes())
         return
     for i in range(0, ds.shape[0], step):
-        h.update(np.ascontiguousarray(ds[i : i + step]).tobytes())
+        h.update(np.ascontiguousarray(read_rows(ds, i, i + step, path)).tobytes())
 
 
 def compute_fingerprint(source: FrameSource) -> str:
@@ -45,9 +46,9 @@ def compute_fingerprint(source: FrameSource) -> str:
         for demo in ds.demo_keys:
             g = ds.demo_group(demo)
             if source.kind == "stored":
-                _hash_dataset(h, g[f"obs/{image_key(source.camera)}"])
+                _hash_dataset(h, g[f"obs/{image_key(source.camera)}"], source.path)
             else:
-                _hash_dataset(h, g["states"])
+                _hash_dataset(h, g["states"], source.path)
                 h.update(str(g.attrs.get("model_file", "")).encode())
     return h.hexdigest()
 

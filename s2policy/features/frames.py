@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data import DemoDataset, open_dataset
+from ..data.reader import read_rows
 from ..errors import ConfigError
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -56,7 +57,7 @@ class FrameSource:
         if self.kind == "stored":
             ds = dataset.obs_array(demo, image_key(self.camera))
             for t0 in range(0, ds.shape[0], chunk):
-                yield t0, ds[t0 : t0 + chunk]
+                yield t0, read_rows(ds, t0, t0 + chunk, self.path)
         else:
             from envs import rerender  # the simulator is only needed when frames are re-rendered
 
