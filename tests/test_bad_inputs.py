@@ -16,9 +16,9 @@ import runpy
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -164,6 +164,15 @@ def policy_case(cli: str, damage: Callable[[Path, Path], Path]):
     return make
 
 
+def eval_with_dataset(edit: Callable[[h5py.File], None]):
+    """Evaluating a good policy against a damaged training dataset (its demo seeds and env settings are read)."""
+    def make(folder: Path, run: Path, weights: Path) -> tuple[str, list[str]]:
+        data = edit_h5(dataset(folder), edit)
+        return "eval", [f"checkpoint={run / 'policy.safetensors'}", f"eval.dataset={data}", "eval.episodes=1",
+                        "eval.workers=0", "progress=false", f"out_dir={folder / 'eval'}"]
+    return make
+
+
 def cache_case(damage: Callable[[Path], None]):
     """Training on a good dataset whose finished feature cache (built here, before the snapshot) is damaged."""
     def make(folder: Path, run: Path, weights: Path) -> tuple[str, list[str]]:
@@ -288,11 +297,14 @@ CASES: dict[str, Case] = {
     "dataset/camera_missing_in_one_demo": Case(train_on(_drop_camera),
                                                "demo demo_3: has no 'obs/agentview_image'"),
     "dataset/mask_names_missing_demo": Case(train_on(lambda f: replace_array(
-        f, "mask/valid", np.array([b"demo_0", b"demo_9"]))), "filter key mask/valid: names demos not in /data: ['demo_9']"),
+        f, "mask/valid", np.array([b"demo_0", b"demo_9"]))),
+        "filter key mask/valid: names demos not in /data: ['demo_9']"),
     "dataset/empty_mask": Case(train_on(lambda f: replace_array(f, "mask/train", np.array([], dtype="S8"))),
                                "filter key mask/train: empty"),
     "dataset/corrupt_image_chunk": Case(train_on(_corrupt_image_chunk),
                                         "key '/data/demo_1/obs/agentview_image': rows"),
+    "dataset/nan_proprio_for_evaluation": Case(eval_with_dataset(set_value("data/demo_0/obs/proprio", (1, 1), np.nan)),
+                                               "demo demo_0, key 'obs/proprio': NaN/inf at step(s) [1]"),
     "dataset/env_args_not_json": Case(train_on(lambda f: f["data"].attrs.__setitem__("env_args", "{oops")),
                                       "env_args is not valid JSON"),
     "dataset/no_data_group": Case(train_on(lambda f: f.move("data", "dataz")), "missing group /data"),
@@ -378,7 +390,7 @@ def test_real_process_exit_code_and_output(name, good_run, efficientnet_file, tm
     before = snapshot(folder)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, *command, *argv], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=folder)
+                          check=False, cwd=folder)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr and done.stderr.count("error:") == 1, done.stderr
     assert case.expect in done.stderr

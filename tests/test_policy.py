@@ -146,7 +146,8 @@ def test_save_refuses_non_finite_weights_and_load_refuses_non_finite_files(encod
     good = policy.save(tmp_path / "good.safetensors")
     with torch.no_grad():
         next(policy.head.parameters()).view(-1)[3] = float("nan")
-    with pytest.raises(CheckpointError, match=r"refusing to write policy .*bad.safetensors: non-finite tensors 'head\."):
+    with pytest.raises(CheckpointError, match=r"refusing to write policy .*bad.safetensors: non-finite tensors "
+                                              r"'head\."):
         policy.save(tmp_path / "bad.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.safetensors"]  # no file, no temporary left
     with safe_open(str(good), framework="pt") as f:

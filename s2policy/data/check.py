@@ -21,3 +21,23 @@ def check_dataset(path: str | os.PathLike) -> None:
     start = time.perf_counter()
     validate(path)
     log.info("checked dataset %s in %.2fs", path, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m s2policy.data FILE...`: check datasets without training; exit 2 on the first bad one."""
+    import argparse
+    import sys
+
+    from ..errors import S2PolicyError
+
+    parser = argparse.ArgumentParser(prog="python -m s2policy.data", description=main.__doc__)
+    parser.add_argument("files", nargs="+", help="robomimic-format HDF5 files")
+    args = parser.parse_args(argv)
+    for path in args.files:
+        try:
+            check_dataset(path)
+        except S2PolicyError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"ok: {path}")
+    return 0
