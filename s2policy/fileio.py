@@ -68,7 +68,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise_if_out_of_space(e, path, "the previous file (if any) is untouched")
+        if not isinstance(e, DiskFullError):
+            raise_if_out_of_space(e, path, "the previous file (if any) is untouched")
         raise
 
 
@@ -76,7 +77,7 @@ def is_out_of_space(error: BaseException) -> bool:
     """True for a write refused for lack of room. HDF5 (RuntimeError) and safetensors (SafetensorError) report it in
     their message only, so the text is checked too."""
     if isinstance(error, DiskFullError):
-        return False  # already translated
+        return True  # translated by a lower layer; an upper one may say more about what was kept
     if isinstance(error, OSError) and error.errno in _OUT_OF_SPACE:
         return True
     text = str(error)
@@ -89,6 +90,8 @@ def raise_if_out_of_space(error: BaseException, path: str | os.PathLike, kept: s
     """Re-raise an out-of-space `error` as one DiskFullError naming `path`, the free space and what was kept."""
     if not is_out_of_space(error):
         return
+    if isinstance(error, DiskFullError) and error.__cause__ is not None:
+        error = error.__cause__
     folder = Path(path).parent
     try:
         free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"

@@ -188,10 +188,10 @@ def test_full_disk_during_extraction_keeps_finished_shards_and_resumes(dataset, 
 
     @contextlib.contextmanager
     def disk_fills_on_second_shard(path, mode="wb", **kw):
-        writes.append(path)
-        if len(writes) == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        with real_write(path, mode, **kw) as f:
+        with real_write(path, mode, **kw) as f:  # the real temporary file, cleaned up by the real atomic write
+            writes.append(path)
+            if len(writes) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
             yield f
 
     monkeypatch.setattr(cache_mod, "atomic_open", disk_fills_on_second_shard)
