@@ -17,21 +17,22 @@ ACTION_TOLERANCE = 1e-6
 MAX_LISTED = 10
 
 
-def _check_demo(group: h5py.Group, key: str, reference: dict[str, tuple] | None) -> list[str]:
-    """Problems of one demo, each naming demo and key. `reference`: per-step (dtype kind, shape) of every array in
-    the first demo, which every other demo must match (a reader stacks them)."""
+def _check_demo(group: h5py.Group, key: str, reference: dict[str, tuple] | None) -> tuple[list[str], dict[str, tuple]]:
+    """(problems of one demo, each naming demo and key; its layout: name -> (dtype kind, per-step shape) of the arrays
+    readers stack). `reference`: the first good demo's layout, which every other demo must match."""
     where = f"demo {key}"
-    if "actions" not in group or not isinstance(group["actions"], h5py.Dataset):
-        return [f"{where}: missing 'actions'"]
-    actions = group["actions"]
-    if actions.ndim != 2 or not np.issubdtype(actions.dtype, np.floating):
-        return [f"{where}, key 'actions': expected float (T, A), got {actions.dtype} {actions.shape}"]
-    length = int(group.attrs.get("num_samples", actions.shape[0]))
-    if length == 0 or actions.shape[0] == 0:
-        return [f"{where}: empty demo (num_samples 0)"]
+    actions = group.get("actions")
+    if not isinstance(actions, h5py.Dataset):
+        return [f"{where}: missing 'actions'"], {}
+    dtype, shape = actions.dtype, actions.shape
+    if len(shape) != 2 or not np.issubdtype(dtype, np.floating):
+        return [f"{where}, key 'actions': expected float (T, A), got {dtype} {shape}"], {}
+    length = int(group.attrs.get("num_samples", shape[0]))
+    if length == 0 or shape[0] == 0:
+        return [f"{where}: empty demo (num_samples 0)"], {}
     problems = []
-    if actions.shape[0] != length:
-        problems.append(f"{where}, key 'actions': length {actions.shape[0]} != num_samples {length}")
+    if shape[0] != length:
+        problems.append(f"{where}, key 'actions': length {shape[0]} != num_samples {length}")
     values = actions[()]
     if not np.all(np.isfinite(values)):
         problems.append(f"{where}, key 'actions': {_nonfinite(values)}")
@@ -39,15 +40,20 @@ def _check_demo(group: h5py.Group, key: str, reference: dict[str, tuple] | None)
         problems.append(
             f"{where}, key 'actions': values outside [-1, 1] (min {values.min():.4g}, max {values.max():.4g})"
         )
+    layout = {"actions": (dtype.kind, shape[1:])}
     for name in OPTIONAL_ARRAYS:
-        if name in group:
-            problems += _check_low_dim(group[name], f"{where}, key '{name}'", length)
+        ds = group.get(name)
+        if ds is not None:
+            problems += _check_array(ds, f"{where}, key '{name}'", length, image_allowed=False)
     for obs_group_name in ("obs", "next_obs"):
         for obs_key, ds in group.get(obs_group_name, {}).items():
-            problems += _check_obs(ds, f"{where}, key '{obs_group_name}/{obs_key}'", length)
+            name = f"{obs_group_name}/{obs_key}"
+            problems += _check_array(ds, f"{where}, key '{name}'", length, image_allowed=True)
+            if isinstance(ds, h5py.Dataset):
+                layout[name] = (ds.dtype.kind, ds.shape[1:])
     if reference is not None:
-        problems += _check_matches(group, where, reference)
-    return problems
+        problems += _check_matches(layout, where, reference)
+    return problems, layout
 
 
 def _nonfinite(values: np.ndarray) -> str:
@@ -58,47 +64,28 @@ def _nonfinite(values: np.ndarray) -> str:
     return f"NaN/inf at step(s) {listed}{' ...' if len(steps) > 5 else ''} ({int(bad.sum())} values)"
 
 
-def _check_low_dim(ds: h5py.Dataset, where: str, length: int) -> list[str]:
-    """Length num_samples; finite when floating point (read in full: low-dim arrays are small)."""
+def _check_array(ds: h5py.Dataset, where: str, length: int, image_allowed: bool) -> list[str]:
+    """Length num_samples. Images (uint8 or >= 3-D, when allowed): uint8 (T, H, W, 3), from the metadata only, never
+    read. Anything else: numbers, finite when floating point (read in full: low-dim arrays are small)."""
     if not isinstance(ds, h5py.Dataset):
         return [f"{where}: expected an array, found a group"]
-    if ds.shape[:1] != (length,):
-        return [f"{where}: length {ds.shape[:1]} != num_samples {length}"]
-    if np.issubdtype(ds.dtype, np.floating):
+    dtype, shape = ds.dtype, ds.shape
+    if shape[:1] != (length,):
+        return [f"{where}: length {shape[:1]} != num_samples {length}"]
+    if image_allowed and (len(shape) >= 3 or dtype == np.uint8):
+        if not (dtype == np.uint8 and len(shape) == 4 and shape[-1] == 3):
+            return [f"{where}: images must be uint8 (T, H, W, 3), got {dtype} {shape}"]
+        return []
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        return [f"{where}: expected numbers, got dtype {dtype}"]
+    if np.issubdtype(dtype, np.floating):
         values = ds[()]
         if not np.all(np.isfinite(values)):
             return [f"{where}: {_nonfinite(values)}"]
     return []
 
 
-def _check_obs(ds: h5py.Dataset, where: str, length: int) -> list[str]:
-    """Images: dtype and shape from the metadata only (never read); low-dim arrays as in `_check_low_dim`."""
-    if not isinstance(ds, h5py.Dataset):
-        return [f"{where}: expected an array, found a group"]
-    if ds.shape[:1] != (length,):
-        return [f"{where}: length {ds.shape[:1]} != num_samples {length}"]
-    looks_like_image = ds.ndim >= 3 or ds.dtype == np.uint8
-    if looks_like_image:
-        if not (ds.dtype == np.uint8 and ds.ndim == 4 and ds.shape[-1] == 3):
-            return [f"{where}: images must be uint8 (T, H, W, 3), got {ds.dtype} {ds.shape}"]
-        return []
-    if not (np.issubdtype(ds.dtype, np.number) or ds.dtype == np.bool_):
-        return [f"{where}: expected numbers, got dtype {ds.dtype}"]
-    return _check_low_dim(ds, where, length)
-
-
-def _per_step_layout(group: h5py.Group) -> dict[str, tuple]:
-    """name -> (dtype kind, per-step shape) of the demo's arrays that readers stack across demos."""
-    layout = {}
-    for name in ("actions", *(f"{g}/{k}" for g in ("obs", "next_obs") for k in group.get(g, {}))):
-        ds = group.get(name)
-        if isinstance(ds, h5py.Dataset):
-            layout[name] = (ds.dtype.kind, ds.shape[1:])
-    return layout
-
-
-def _check_matches(group: h5py.Group, where: str, reference: dict[str, tuple]) -> list[str]:
-    layout = _per_step_layout(group)
+def _check_matches(layout: dict[str, tuple], where: str, reference: dict[str, tuple]) -> list[str]:
     # next_obs is optional per demo (other tools write it for some); what readers stack must be in every demo.
     problems = [f"{where}: has no '{name}' (the first demo has it)" for name in reference
                 if name not in layout and not name.startswith("next_obs/")]
@@ -149,11 +136,10 @@ def validate(path: str | os.PathLike, filter_key: str | None = None) -> None:
         key = "(file structure)"
         try:
             for key in dataset.demo_keys:
-                group = dataset.demo_group(key)
-                found = _check_demo(group, key, reference)
+                found, layout = _check_demo(dataset.demo_group(key), key, reference)
                 problems += found
                 if reference is None and not found:
-                    reference = _per_step_layout(group)
+                    reference = layout
             problems += _check_masks(dataset.file, set(sorted_demo_keys(dataset.file["data"])))
         except (OSError, RuntimeError, KeyError) as e:  # HDF5's reaction to a truncated or overwritten file
             raise DatasetError(f"{path}: unreadable at demo {key} ({e}): the file is truncated or damaged") from e
