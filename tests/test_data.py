@@ -166,10 +166,18 @@ def test_writer_is_atomic(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_writer_rejects_out_of_range_actions(tmp_path):
+def test_writer_rejects_out_of_range_and_non_finite_values(tmp_path):
     with pytest.raises(DatasetError, match="outside"):
         with DemoWriter(tmp_path / "x.hdf5") as writer:
             writer.add_demo(np.full((2, A), 2.0), {})
+    nan_actions = np.zeros((2, A))
+    nan_actions[1, 2] = np.nan
+    with pytest.raises(DatasetError, match="demo demo_0, key 'actions': NaN/inf values"):
+        with DemoWriter(tmp_path / "x.hdf5") as writer:
+            writer.add_demo(nan_actions, {})
+    with pytest.raises(DatasetError, match="demo demo_0, key 'obs/proprio': NaN/inf values"):
+        with DemoWriter(tmp_path / "x.hdf5") as writer:
+            writer.add_demo(np.zeros((2, A)), {"proprio": np.array([[0.0], [np.inf]])})
     assert list(tmp_path.iterdir()) == []
 
 
