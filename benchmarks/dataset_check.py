@@ -13,7 +13,6 @@ and sha256 of the whole file (the least a content-hash cache key would need to r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from s2policy.data import DemoWriter, check_dataset
+from s2policy.encoders.download import sha256_file
 
 
 def write_file(path: Path, demos: int, length: int, size: int, seed: int = 0) -> None:
@@ -61,14 +61,6 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main() -> None:
