@@ -19,7 +19,7 @@ from s2policy.errors import S2PolicyError
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from s2policy.train import train
+    from s2policy.train import discard_unstarted_run_dir, train
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     run_config.pop("hydra", None)
@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> None:
         policy_path = train(run_config)
     except S2PolicyError as e:
         logging.getLogger("train_policy").debug("configuration error", exc_info=True)
+        discard_unstarted_run_dir(run_config["out_dir"])  # refused before training: leave no run folder behind
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"policy: {policy_path}")

@@ -7,6 +7,7 @@
   written by `export_lerobot` (lerobot_export.py). See docs/datasets.md.
 """
 
+from .check import check_dataset
 from .episodes import EpisodeReader, camera_of_image_key, image_key, is_lerobot_path, open_episodes
 from .reader import Demo, DemoDataset, open_dataset, sorted_demo_keys
 from .validate import validate
@@ -18,6 +19,7 @@ __all__ = [
     "DemoWriter",
     "EpisodeReader",
     "camera_of_image_key",
+    "check_dataset",
     "image_key",
     "is_lerobot_path",
     "open_dataset",

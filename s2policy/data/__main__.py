@@ -1,6 +1,6 @@
 """Dataset tools: check a dataset, or export one of ours as a LeRobot v3.0 dataset.
 
-    python -m s2policy.data validate demos.hdf5            # or a LeRobot dataset folder
+    python -m s2policy.data validate demos.hdf5 [more ...]  # or a LeRobot dataset folder
     python -m s2policy.data export-lerobot demos.hdf5 lift_lerobot/ [--fps 20] [--task lift]
 
 Bad input exits with code 2 and one message naming the file and key; nothing is written.
@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s2policy.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("validate", help="check a robomimic file or a LeRobot dataset folder")
-    check.add_argument("dataset")
+    check = sub.add_parser("validate", help="check robomimic files or LeRobot dataset folders (exit 2 on the first bad)")
+    check.add_argument("datasets", nargs="+")
     export = sub.add_parser("export-lerobot", help="write a dataset as a LeRobot v3.0 dataset folder")
     export.add_argument("source")
     export.add_argument("out")
@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "validate":
-            from . import validate
+            from .check import check_dataset
 
-            validate(args.dataset)
-            print(f"{args.dataset}: ok")
+            for path in args.datasets:
+                check_dataset(path)
+                print(f"ok: {path}")
         else:
             from .lerobot_export import VideoSettings, export_lerobot
 

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..fileio import safetensors_load_safe, torch_load_safe
+from ..finite import nonfinite_summary
 from . import hub
 from .base import FrozenEncoder
 from .download import cache_dir, download, memoised_sha256, read_recorded_sha256
@@ -353,6 +354,9 @@ def load_pretrained(encoder: FrozenEncoder, weights: str | Path) -> None:
     state, strays = unwrap_official(spec.file_format, raw, source)
     state = encoder.adapt_state_dict(state, source)
     check_state_dict(encoder.backbone, state, source, strays)
+    bad = nonfinite_summary(state)
+    if bad is not None:
+        raise CheckpointError(f"{source}: weight file holds non-finite tensors {bad} (damaged file)")
     _assign(encoder, state)
     encoder.weights_id = digest or memoised_sha256(path)
     log.info("loaded %s weights from %s (sha256 %s)", encoder.name, path, encoder.weights_id[:12])

@@ -107,8 +107,9 @@ def plan_evaluation(checkpoint: str | Path, settings: EvalSettings) -> EvalPlan:
     env_kwargs: dict[str, Any] = {}
     seeds = evaluation_seeds(settings.seed, settings.episodes)
     if dataset is not None:
-        from ..data import open_episodes
+        from ..data import check_dataset, open_episodes
 
+        check_dataset(dataset)
         with open_episodes(dataset) as ds:
             env_kwargs = dict(ds.env_args.get("env_kwargs", {}))
             first_camera = info.config.cameras[0] if info.config.cameras else None

@@ -21,6 +21,7 @@ from ..features.encoder import build_s2_encoder, encoder_identity
 from ..features.frames import frames_to_tensor, image_key
 from ..features.maps import camera_features
 from ..fileio import atomic_path, safetensors_load_safe
+from ..finite import nonfinite_summary
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
@@ -210,10 +211,14 @@ class Policy(nn.Module):
         return state
 
     def save(self, path: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
-        """Write `path` (.safetensors) atomically: tensors + the JSON config in the file's metadata. No pickle."""
+        """Write `path` (.safetensors) atomically: tensors + the JSON config in the file's metadata. No pickle.
+        Refuses (CheckpointError, nothing written) a policy with a NaN/inf tensor: it could only drive a robot badly."""
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.trainable_state().items()}
+        bad = nonfinite_summary(tensors)
+        if bad is not None:
+            raise CheckpointError(f"refusing to write policy {path}: non-finite tensors {bad}")
         meta = {_META_KEY: json.dumps({"format": CHECKPOINT_FORMAT, "config": asdict(self.config)})}
         meta |= dict(extra_metadata or {})
         path = Path(path)
@@ -267,11 +272,16 @@ def history_window(steps: Sequence[tuple[torch.Tensor, ...]], history: int) -> t
 
 
 def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Tensor]]:
-    """(config, tensors) of a policy file, with one CheckpointError for anything that is not one."""
+    """(config, tensors) of a policy file, with one CheckpointError for anything that is not one or that holds a
+    NaN/inf tensor."""
     path = Path(path)
     if path.is_dir():
         path = path / "policy.safetensors"
     meta, tensors = safetensors_load_safe(path, "policy checkpoint")
+    bad = nonfinite_summary(tensors)
+    if bad is not None:  # evaluation and the robot loop load through here: a NaN policy never acts
+        raise CheckpointError(f"{path}: policy file holds non-finite tensors {bad}; it cannot be used (retrain, or "
+                              "use an earlier checkpoint)")
     if _META_KEY not in meta:
         raise CheckpointError(f"{path} is a safetensors file but not an s2policy policy (no '{_META_KEY}' metadata)")
     try:

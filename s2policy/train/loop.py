@@ -7,6 +7,7 @@ Run config: the plain dict of configs/config.yaml (see docs/training.md). Everyt
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import random
 from pathlib import Path
@@ -21,9 +22,10 @@ from ..device import autocast
 from ..errors import ConfigError
 from ..features import build_s2_encoder
 from ..policy import Policy
-from .checkpoint import load_train_state, read_run_config, save_train_state
+from .checkpoint import load_train_state, read_run_config, read_train_state, save_train_state
 from .data import batch_indices, gather_windows, load_steps
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
+from .guard import check_step_is_finite
 from .optim import EMA, lr_at, seed_step
 from .setup import (build_step_features, check_camera_size, check_head_inputs, ensure_dataset, fit_normalizers,
                     make_policy_config, split_demos)
@@ -75,6 +77,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     optimizer = torch.optim.AdamW(head.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     ema = EMA(head, t["ema_decay"])
     step = _restore(resume_from, cfg, policy, ema, optimizer, dist.is_main) if resume_from else 0
+    checkpoint_step = step if resume_from else None  # the step of the last good checkpoint on disk
     logger = RunLogger(out_dir, enabled=dist.is_main, tensorboard=t["tensorboard"])
     per_rank = t["batch_size"] // dist.world_size
     bar = tqdm(total=t["steps"], initial=step, desc="train", unit="step",
@@ -89,8 +92,8 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = batch_indices(step, t["batch_size"], splits["train"].num_steps, cfg["seed"])
-        batch = gather_windows(splits["train"], features["train"], idx[dist.rank * per_rank:(dist.rank + 1) * per_rank],
-                               policy.history, policy.horizon, dist.device)
+        mine = idx[dist.rank * per_rank:(dist.rank + 1) * per_rank]
+        batch = gather_windows(splits["train"], features["train"], mine, policy.history, policy.horizon, dist.device)
         seed_step(cfg["seed"], step, dist.rank)
         head.train()
         with autocast(dist.device, cfg["precision"]):
@@ -99,6 +102,8 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(head.parameters(), t["grad_clip"])
+        check_step_is_finite(loss, grad_norm, step + 1, functools.partial(splits["train"].locate, mine),
+                             out_dir / TRAIN_STATE_FILE, checkpoint_step, lr)
         optimizer.step()
         ema.update(head)
         step += 1
@@ -115,6 +120,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
         if step % t["checkpoint_every"] == 0 or step == t["steps"]:
             if dist.is_main:
                 save_train_state(out_dir / TRAIN_STATE_FILE, policy, ema, optimizer, step, dict(cfg))
+            checkpoint_step = step
             barrier()
         if on_step is not None:
             on_step(step)
@@ -154,6 +160,7 @@ def _checkpoint_to_resume(cfg: Mapping[str, Any], out_dir: Path) -> Path | None:
     if not state.exists():
         log.info("resume=true but %s has no checkpoint yet: starting from step 0", out_dir)
         return None
+    read_train_state(state)  # a damaged checkpoint fails here, before any feature extraction
     return state
 
 

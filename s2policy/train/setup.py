@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..data import open_episodes, validate
+from ..data import check_dataset, open_episodes
 from ..errors import ConfigError
 from ..features import build_feature_cache
 from ..features.maps import StreamedMaps, build_map_cache
@@ -33,14 +33,20 @@ def check_camera_size(cfg: Mapping[str, Any], native_size: int) -> None:
 
 
 def ensure_dataset(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
-    """`cfg.dataset` (a robomimic file or a LeRobot dataset folder), validated before any expensive stage; or demos
-    collected for the task (once: reused when the file exists; rank 0 collects)."""
+    """The run's dataset (a robomimic file or a LeRobot dataset folder), checked by `check_dataset` before any stage
+    reads it (one DatasetError naming file, episode and key)."""
+    path = _dataset_path(cfg, dist)
+    check_dataset(path)
+    return path
+
+
+def _dataset_path(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
+    """`cfg.dataset`, or demos collected for the task (once: reused when the file exists; rank 0 collects)."""
     if cfg.get("dataset"):
         path = Path(cfg["dataset"])
         if not path.exists():
             raise ConfigError(f"dataset={path}: not found (a robomimic .hdf5 file or a LeRobot dataset folder; "
                               "leave dataset unset to collect demos for the task)")
-        validate(path)
         return path
     c, task = cfg["collect"], cfg["task"]
     size = task.get("camera_size") or 224
