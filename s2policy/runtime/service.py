@@ -70,7 +70,7 @@ class ChunkService:
         self.spec = PolicySpec(
             cameras=list(cfg.cameras), proprio_keys=list(cfg.proprio_keys), proprio_dim=int(cfg.proprio_dim),
             action_dim=int(cfg.action_dim), horizon=self.policy.horizon, history=self.policy.history,
-            n_action_steps=int(cfg.n_action_steps), task=cfg.task, encoder=cfg.encoder,
+            n_action_steps=min(int(cfg.n_action_steps), self.policy.horizon), task=cfg.task, encoder=cfg.encoder,
             scales=[int(s) for s in cfg.s2.get("scales", [1])],
         )
 
