@@ -282,3 +282,23 @@ def test_exported_graphs_serve_the_same_chunks(tmp_path):
         prev = a.actions[0]
     with pytest.raises(ProtocolError, match="this policy takes 64x64 frames, got 48x64"):
         exported.spec.check_observation(observation(rng))
+
+
+def test_a_different_policy_after_reconnecting_is_refused(mlp_ckpt, tmp_path):
+    import time
+
+    from s2policy.runtime.client import ConnectionOptions
+
+    other = write_tiny_checkpoint(tmp_path / "other.safetensors", proprio_dim=4)
+    with running_server(tiny_service(mlp_ckpt)) as first:
+        port = first.port
+        remote = RemotePolicy(f"ws://127.0.0.1:{port}", ConnectionOptions(reconnect_min=0.05, reconnect_max=0.1))
+        remote.wait_ready(30)
+    try:
+        with running_server(tiny_service(other), port=port) as second:
+            time.sleep(1.0)  # several reconnection attempts
+            assert second.stats["connections"] >= 2  # it kept trying ...
+            assert not remote.available and remote.stats["connects"] == 1  # ... and refused every hello
+            assert remote.spec.proprio_dim == PROPRIO_DIM
+    finally:
+        remote.close()
