@@ -3,6 +3,7 @@ the protocol spec gets them, garbage from a client gets error replies and never 
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -242,3 +243,62 @@ def test_the_robot_client_runs_without_torch(mlp_ckpt, tmp_path):
     blocked = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "s2policy.runtime.server", "--help"], env=env,
                              capture_output=True, text=True, timeout=120)
     assert blocked.returncode != 0 and "torch is blocked" in blocked.stderr
+
+
+def test_commands_fail_cleanly_on_bad_input(tmp_path, capsys):
+    from s2policy.runtime import client, server
+
+    assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--max-batch", "0"]) == 2
+    assert "--max-batch must be >= 1" in capsys.readouterr().err
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert client.main(["--server", f"ws://127.0.0.1:{port}", "--robot", "dummy", "--connect-timeout", "0.5"]) == 2
+    assert f"no policy server answered at ws://127.0.0.1:{port} within 0.5 s" in capsys.readouterr().err
+
+
+def test_exported_graphs_serve_the_same_chunks(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from s2policy.policy import Policy
+    from s2policy.runtime.export import ExportedPolicy, export_policy
+    from s2policy.runtime.protocol import ProtocolError
+    from s2policy.runtime.service import ExportedChunkService
+
+    ckpt = write_tiny_checkpoint(tmp_path / "t.safetensors", head="transformer")
+    export_policy(Policy.load(ckpt, device="cpu"), tmp_path / "exported", "onnx")
+    exported, eager = ExportedChunkService(ExportedPolicy.load(tmp_path / "exported")), tiny_service(ckpt)
+    assert exported.spec.frame_shapes == {"agentview": [64, 64]} and exported.spec.horizon == 4
+    exported.warmup()
+    rng = np.random.default_rng(9)
+    sessions, prev = (exported.session(), eager.session()), None
+    for step in range(6):  # past the history of 4
+        inputs = exported.spec.check_observation(observation(rng, frame_shape=(64, 64)))
+        (a,) = exported.infer([ChunkRequest(sessions[0], inputs, 0, prev)])
+        (b,) = eager.infer([ChunkRequest(sessions[1], inputs, 0, prev)])
+        assert a.times.encode > 0 and a.times.head > 0
+        np.testing.assert_allclose(a.actions, b.actions, rtol=0, atol=1e-4)
+        prev = a.actions[0]
+    with pytest.raises(ProtocolError, match="this policy takes 64x64 frames, got 48x64"):
+        exported.spec.check_observation(observation(rng))
+
+
+def test_a_different_policy_after_reconnecting_is_refused(mlp_ckpt, tmp_path):
+    import time
+
+    from s2policy.runtime.client import ConnectionOptions
+
+    other = write_tiny_checkpoint(tmp_path / "other.safetensors", proprio_dim=4)
+    with running_server(tiny_service(mlp_ckpt)) as first:
+        port = first.port
+        remote = RemotePolicy(f"ws://127.0.0.1:{port}", ConnectionOptions(reconnect_min=0.05, reconnect_max=0.1))
+        remote.wait_ready(30)
+    try:
+        with running_server(tiny_service(other), port=port) as second:
+            time.sleep(1.0)  # several reconnection attempts
+            assert second.stats["connections"] >= 2  # it kept trying ...
+            assert not remote.available and remote.stats["connects"] == 1  # ... and refused every hello
+            assert remote.spec.proprio_dim == PROPRIO_DIM
+    finally:
+        remote.close()

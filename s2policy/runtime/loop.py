@@ -2,8 +2,8 @@
 
 One tick: observe -> check the observation -> ask the action source (`inference`: the policy in the tick, its
 background worker's newest action, or the queued action chunk of a local or remote chunk predictor) -> guard the
-action -> send. Ticks are scheduled on absolute deadlines (start_k = t0 + k / hz); a tick
-that ends after its deadline counts as missed, and slots that already passed are skipped rather than run in a burst.
+action -> send. Ticks are scheduled on absolute deadlines (start_k = t0 + k / hz); a tick that ends after its deadline
+counts as missed, and slots that already passed are skipped rather than run in a burst.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 import time
 
 from ..errors import ConfigError
-from .inference import ActionSource, Controller, as_source
+from .inference import ActionSource, Controller, InTick, as_source
 from .report import CadenceReport, TimingLog
 from .robot import TIMESTAMP_KEY, Robot, now
 from .safety import SafetyConfig, SafetyGuard
@@ -44,7 +44,7 @@ class ControlLoop:
         self.robot, self.controller, self.hz = robot, controller, float(hz)
         self.period = 1.0 / self.hz
         self.guard = SafetyGuard((safety or SafetyConfig()).with_period(self.period), int(action_dim))
-        self.background = self.source.mode != "inference in the tick"
+        self.background = not isinstance(self.source, InTick)  # the tick does not wait for inference
         self.safe_stop = safe_stop
         self.timing = TimingLog()
         self.report: CadenceReport | None = None

@@ -1,6 +1,7 @@
 """The policy server: one loaded policy answering action-chunk requests from robots over WebSocket + msgpack.
 
     python -m s2policy.runtime.server --checkpoint run/policy.safetensors --host 0.0.0.0 --port 8000 --threads 1
+    python -m s2policy.runtime.server --exported exported/ ...      # graphs from `python -m s2policy.runtime.export`
 
 Each connection is one robot session (its own history window). Requests from all connections go through one
 inference thread; whatever is queued when it becomes free runs as one batch (up to `max_batch`, optionally waiting
@@ -221,7 +222,10 @@ def _server_name() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m s2policy.runtime.server",
                                 description="serve a policy checkpoint to robots (WebSocket + msgpack)")
-    p.add_argument("--checkpoint", required=True, help="policy checkpoint (.safetensors file or its directory)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="policy checkpoint (.safetensors file or its directory)")
+    source.add_argument("--exported", help="directory written by `python -m s2policy.runtime.export` (onnxruntime "
+                                           "or TorchScript; fixed frame sizes, no training stack)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (printed)")
     add_runner_arguments(p)
@@ -237,15 +241,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    from .export import ExportedPolicy
     from .runner import PolicyRunner
+    from .service import ExportedChunkService
 
     try:
         if args.max_batch < 1 or args.batch_wait_ms < 0:
             raise ConfigError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0 (got {args.max_batch}, "
                               f"{args.batch_wait_ms})")
-        runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
-                                              compile=args.compile, threads=args.threads, warmup_steps=0)
-        service = ChunkService(runner)
+        if args.exported:
+            service: ChunkService = ExportedChunkService(ExportedPolicy.load(args.exported, threads=args.threads))
+        else:
+            service = ChunkService(PolicyRunner.from_checkpoint(
+                args.checkpoint, device=args.device, precision=args.precision, compile=args.compile,
+                threads=args.threads, warmup_steps=0))
         service.warmup(tuple(args.warmup_frame_size) if args.warmup_frame_size else None)
         server = PolicyServer(service, args.host, args.port, args.max_batch, args.batch_wait_ms / 1e3)
     except (S2PolicyError, OSError) as e:
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def ready(port: int) -> None:
-        print(f"serving {args.checkpoint} on ws://{args.host}:{port} (protocol {PROTOCOL_VERSION}; "
+        print(f"serving {args.checkpoint or args.exported} on ws://{args.host}:{port} (protocol {PROTOCOL_VERSION}; "
               f"health: http://{args.host}:{port}/healthz)", flush=True)
 
     try:

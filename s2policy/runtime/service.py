@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..policy.policy import history_window
+from .export import ExportedPolicy
 from .inference import ChunkReply
 from .protocol import BAD_OBSERVATION, INTERNAL, NONFINITE_ACTION, PolicySpec, ProtocolError
 from .report import StageTimes
@@ -70,7 +71,7 @@ class ChunkService:
         self.spec = PolicySpec(
             cameras=list(cfg.cameras), proprio_keys=list(cfg.proprio_keys), proprio_dim=int(cfg.proprio_dim),
             action_dim=int(cfg.action_dim), horizon=self.policy.horizon, history=self.policy.history,
-            n_action_steps=int(cfg.n_action_steps), task=cfg.task, encoder=cfg.encoder,
+            n_action_steps=min(int(cfg.n_action_steps), self.policy.horizon), task=cfg.task, encoder=cfg.encoder,
             scales=[int(s) for s in cfg.s2.get("scales", [1])],
         )
 
@@ -87,7 +88,7 @@ class ChunkService:
         for ids in groups.values():
             batch = [requests[i] for i in ids]
             try:
-                chunks, times = self.runner.timed(self._predict, batch)
+                chunks, times = self._timed(self._predict, batch)
             except Exception as e:  # a policy failure on one batch must not take the server down
                 log.exception("inference failed on a batch of %d", len(batch))
                 for i in ids:
@@ -119,17 +120,20 @@ class ChunkService:
         prev_norm[torch.as_tensor(~given, device=policy.device)] = 0.0
         windows = []
         for j, r in enumerate(batch):
-            if r.episode != r.session.episode:
-                r.session.steps.clear()
-                r.session.episode = r.episode
-            r.session.steps.append((feats[j], prop[j], prev_norm[j]))
+            remember(r, (feats[j], prop[j], prev_norm[j]))
             windows.append(history_window(r.session.steps, policy.history))
         chunks = policy.predict_action_chunk(*(torch.stack(x) for x in zip(*windows)))
         return chunks.float().cpu().numpy()
 
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, StageTimes]:
+        return self.runner.timed(fn, *args)
+
+    def _example_observation(self, frame_shape: tuple[int, int] | None) -> Mapping[str, Any]:
+        return self.runner.example_observation(frame_shape)
+
     def warmup(self, frame_shape: tuple[int, int] | None = None, steps: int = 2) -> float:
         """Throw-away requests on a black frame (allocation, first-call costs); returns the last one's seconds."""
-        inputs = self.spec.check_observation(self.runner.example_observation(frame_shape))
+        inputs = self.spec.check_observation(self._example_observation(frame_shape))
         elapsed = 0.0
         for _ in range(steps):
             start = time.perf_counter()
@@ -137,6 +141,64 @@ class ChunkService:
             elapsed = time.perf_counter() - start
         log.info("chunk service warmed up: %.1f ms per request", 1e3 * elapsed)
         return elapsed
+
+
+def remember(request: ChunkRequest, step: tuple) -> None:
+    """Append one step (features, normalised proprio, normalised previous action) to the request's session history,
+    starting it afresh when the episode changed."""
+    session = request.session
+    if request.episode != session.episode:
+        session.steps.clear()
+        session.episode = request.episode
+    session.steps.append(step)
+
+
+class ExportedChunkService(ChunkService):
+    """The same service on graphs written by `export` (onnxruntime or TorchScript; no training stack). The graphs
+    take one observation at a time, so a batch runs them request by request; frame sizes are the exported ones
+    (announced in the hello's `frame_shapes`)."""
+
+    def __init__(self, exported: ExportedPolicy):
+        m = exported.manifest
+        self.exported = exported
+        self.spec = PolicySpec(
+            cameras=list(m.cameras), proprio_keys=list(m.proprio_keys), proprio_dim=m.proprio_dim,
+            action_dim=m.action_dim, horizon=m.horizon, history=m.history,
+            n_action_steps=min(m.n_action_steps, m.horizon), task=m.task,
+            frame_shapes={c: list(v) for c, v in m.frame_shapes.items()},
+        )
+        self._graph_times = [0.0, 0.0]  # encode, head seconds of the current batch
+
+    def session(self) -> Session:
+        return Session(deque(maxlen=self.exported.manifest.history))
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, StageTimes]:
+        self._graph_times = [0.0, 0.0]
+        start = time.perf_counter()
+        result = fn(*args)
+        total = time.perf_counter() - start
+        encode, head = self._graph_times
+        return result, StageTimes(preprocess=max(total - encode - head, 0.0), encode=encode, head=head)
+
+    def _predict(self, batch: Sequence[ChunkRequest]) -> np.ndarray:
+        chunks = []
+        zeros = np.zeros(self.spec.action_dim, np.float32)
+        for r in batch:
+            t0 = time.perf_counter()
+            feats, prop = self.exported.encode(r.inputs)
+            t1 = time.perf_counter()
+            prev = zeros if r.prev_action is None else self.exported.normalize_action(r.prev_action)
+            remember(r, (feats, prop, prev))
+            chunks.append(self.exported.plan(r.session.steps))
+            self._graph_times[0] += t1 - t0
+            self._graph_times[1] += time.perf_counter() - t1
+        return np.stack(chunks).astype(np.float32)
+
+    def _example_observation(self, frame_shape: tuple[int, int] | None) -> Mapping[str, Any]:
+        obs: dict[str, Any] = {c: np.zeros((*self.spec.frame_shapes[c], 3), np.uint8) for c in self.spec.cameras}
+        obs[self.spec.proprio_keys[0]] = np.zeros(self.spec.proprio_dim, np.float32)
+        obs |= {k: np.zeros(0, np.float32) for k in self.spec.proprio_keys[1:]}
+        return obs
 
 
 class LocalChunks:
