@@ -139,6 +139,7 @@ WEIGHT_SPECS: dict[str, WeightSpec] = {
     ),
     "tiny_cnn": WeightSpec(32, **_TEST_ONLY),
     "tiny_vit": WeightSpec(32, **_TEST_ONLY),
+    "none": WeightSpec(1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), notes="no image: no weights, zero-width features"),
 }
 
 
