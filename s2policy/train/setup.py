@@ -5,48 +5,36 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 
+from ..config import TrainRun
 from ..data import open_dataset
 from ..errors import ConfigError
 from ..features import build_feature_cache
 from ..policy import Normalizer, PolicyConfig
-from .data import CachedFeatures, EncodedFeatures, NoFeatures, StepFeatures, StepTable
+from .data import CachedFeatures, EncodedFeatures, StepFeatures, StepTable
 from .distributed import DistInfo, barrier
 
 log = logging.getLogger(__name__)
 
-# Policy-group keys that configure acting, not the head's architecture.
-_EXECUTION_KEYS = ("name", "execution", "n_action_steps", "ensemble_decay")
 
-
-def check_camera_size(cfg: Mapping[str, Any], native_size: int) -> None:
-    """Fail before any work when frames would be smaller than one encoder crop."""
-    size = cfg["task"].get("camera_size")
-    if cfg["task"]["cameras"] and size is not None and int(size) < native_size:  # no cameras: frames are unused
-        raise ConfigError(
-            f"task.camera_size={size} is below encoder {cfg['encoder']['name']}'s native input size {native_size}"
-        )
-
-
-def ensure_dataset(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
+def ensure_dataset(cfg: TrainRun, dist: DistInfo) -> Path:
     """`cfg.dataset`, or demos collected for the task (once: reused when the file exists; rank 0 collects)."""
-    if cfg.get("dataset"):
-        path = Path(cfg["dataset"])
+    if cfg.dataset:
+        path = Path(cfg.dataset)
         if not path.is_file():
             raise ConfigError(f"dataset={path}: file not found (leave dataset unset to collect demos for the task)")
         return path
-    c, task = cfg["collect"], cfg["task"]
-    size = task.get("camera_size") or 224
-    path = Path(c.get("output") or f"data/{task['name']}_{c['num_demos']}demos_{size}px_seed{c['seed']}.hdf5")
+    c, task = cfg.collect, cfg.task
+    size = c.camera_size or task.camera_size or 224
+    path = Path(c.output or f"data/{task.name}_{c.num_demos}demos_{size}px_seed{c.seed}.hdf5")
     if dist.is_main and not path.is_file():
         import envs
 
-        log.info("no dataset given: collecting %d %s demos into %s", c["num_demos"], task["name"], path)
-        envs.collect_demos(task["name"], c["num_demos"], str(path), camera_size=size, seed=c["seed"],
-                           workers=c["workers"], cameras=list(task["cameras"]))
+        log.info("no dataset given: collecting %d %s demos into %s", c.num_demos, task.name, path)
+        envs.collect_demos(task.name, c.num_demos, str(path), camera_size=size, seed=c.seed, workers=c.workers,
+                           cameras=list(task.cameras), **c.variation)
     barrier()
     return path
 
@@ -68,30 +56,25 @@ def split_demos(path: Path) -> tuple[list[str], list[str]]:
     return train, valid
 
 
-def build_step_features(cfg: Mapping[str, Any], path: Path, encoder: torch.nn.Module, splits: dict[str, StepTable],
+def build_step_features(cfg: TrainRun, path: Path, encoder: torch.nn.Module, splits: dict[str, StepTable],
                         dist: DistInfo, progress: bool) -> dict[str, StepFeatures]:
-    """Per split, features of every step: from the on-disk cache (built if needed), or encoded per batch."""
-    feats_cfg, task = cfg["features"], cfg["task"]
-    cameras = list(task["cameras"])
-    if not cameras:  # task.cameras=[]: a policy that sees no image (the study's proprio-only / privileged controls)
-        log.info("task.cameras is empty: training without visual features")
-        return {name: NoFeatures() for name in splits}
+    """Per split, features of every step: from the on-disk cache (built if needed), or encoded per batch; one
+    block per camera (a policy that sees no image has none: zero-width features)."""
+    feats, cameras = cfg.features, list(cfg.task.cameras)
+    if not feats.cache:
+        return {name: EncodedFeatures(str(path), steps, cameras, encoder, dist.device, cfg.precision)
+                for name, steps in splits.items()}
     caches = []
     for cam in cameras:
         cache, stats = build_feature_cache(
-            path, cam, encoder, camera_size=task.get("camera_size"),
-            source=feats_cfg["source"] if feats_cfg["cache"] else "stored",
-            dtype=feats_cfg["dtype"], store_maps=feats_cfg["store_maps"], cache_root=feats_cfg.get("cache_dir"),
-            batch_size=feats_cfg["batch_size"], device=dist.device, precision=cfg["precision"],
-            progress=progress and dist.is_main,
-        ) if feats_cfg["cache"] else (None, None)
-        if stats is not None and not stats.reused and dist.is_main:
+            path, cam, encoder, camera_size=cfg.task.camera_size, source=feats.source, dtype=feats.dtype,
+            store_maps=feats.store_maps, cache_root=feats.cache_dir, batch_size=feats.batch_size, device=dist.device,
+            precision=cfg.precision, progress=progress and dist.is_main,
+        )
+        if not stats.reused and dist.is_main:
             log.info("extracted %s features: %d frames, %.1f frames/s", cam, stats.frames, stats.frames_per_second)
         caches.append(cache)
-    if feats_cfg["cache"]:
-        return {name: CachedFeatures(caches, steps.demos, dist.device) for name, steps in splits.items()}
-    return {name: EncodedFeatures(str(path), steps, cameras, encoder, dist.device, cfg["precision"])
-            for name, steps in splits.items()}
+    return {name: CachedFeatures(caches, steps, dist.device) for name, steps in splits.items()}
 
 
 def fit_normalizers(train_steps: StepTable) -> tuple[Normalizer, Normalizer]:
@@ -99,23 +82,23 @@ def fit_normalizers(train_steps: StepTable) -> tuple[Normalizer, Normalizer]:
     return Normalizer.fit(train_steps.proprio), Normalizer.fit(train_steps.actions)
 
 
-def make_policy_config(cfg: Mapping[str, Any], feature_dim: int, steps: StepTable) -> PolicyConfig:
-    pol = cfg["policy"]
+def make_policy_config(cfg: TrainRun, feature_dim: int, steps: StepTable) -> PolicyConfig:
+    pol = cfg.policy
     return PolicyConfig(
-        encoder=cfg["encoder"]["name"],
-        weights=str(cfg["encoder"]["weights"]),
-        s2={k: v for k, v in cfg["s2"].items() if v is not None},
-        cameras=list(cfg["task"]["cameras"]),
-        camera_size=cfg["task"].get("camera_size"),
-        proprio_keys=list(cfg["task"]["proprio_keys"]),
+        encoder=cfg.encoder.name,
+        weights=str(cfg.encoder.weights),
+        s2=cfg.s2.encoder_kwargs(),
+        cameras=list(cfg.task.cameras),
+        camera_size=cfg.task.camera_size,
+        proprio_keys=list(cfg.task.proprio_keys),
         proprio_dim=int(steps.proprio.shape[1]),
         action_dim=int(steps.actions.shape[1]),
         feature_dim=feature_dim,
-        head=pol["name"],
-        head_kwargs={k: v for k, v in pol.items() if k not in _EXECUTION_KEYS},
-        execution=pol.get("execution", "receding"),
-        n_action_steps=int(pol.get("n_action_steps", 1)),
-        ensemble_decay=float(pol.get("ensemble_decay", 0.01)),
-        precision=cfg["precision"],
-        task=cfg["task"]["name"],
+        head=pol.name,
+        head_kwargs=dict(pol.options),
+        execution=pol.execution,
+        n_action_steps=pol.n_action_steps,
+        ensemble_decay=pol.ensemble_decay,
+        precision=cfg.precision,
+        task=cfg.task.name,
     )

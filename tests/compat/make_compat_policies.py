@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Write the small policy files that tests/test_compat.py loads: one tiny_cnn + S2 policy with a transformer head
 and one camera-free (proprio + object state) control, trained for a few steps on a seeded synthetic dataset by the
-release that first wrote them (s2policy 0.1.0), plus the actions each one gives on fixed observations and the feature cache keys of that dataset.
+release that first wrote them (s2policy 0.1.0), plus the actions each one gives on fixed observations and the
+feature cache keys of that dataset.
 
 Run from the repository root to regenerate (only when the policy file format changes on purpose):
     python tests/compat/make_compat_policies.py
