@@ -136,3 +136,12 @@ def test_user_config_folder_adds_a_task_through_config_dir(tmp_path):
     assert result.returncode == 0 and "camera_size: 240" in result.stdout, result.stderr
     result = _cli("train_policy.py", "--config-dir", str(user), "task=nope", cwd=tmp_path)
     assert result.returncode == 2 and "my_lift" in result.stderr and "lift" in result.stderr, result.stderr
+
+
+def test_docs_list_every_option_as_the_code_declares_it():
+    from s2policy.config.__main__ import markdown
+
+    docs = (REPO / "docs" / "configs.md").read_text()
+    generated = docs.split("do not edit by hand -->\n", 1)[1].split("<!-- end of generated options -->", 1)[0]
+    assert generated == markdown(), "regenerate the tables: python -m s2policy.config"
+    assert "| `train.steps` | `3000` | optimisation steps |" in generated

@@ -59,7 +59,7 @@ class EncoderConfig:
 class S2Config:
     """Group `s2`: how the encoder sees each frame at several scales (S2Encoder's options)."""
 
-    scales: list[float] | None = field(default_factory=lambda: [1.0, 2.0])  #: multiples of the native size
+    scales: list[float] | None = field(default_factory=lambda: [1, 2])  #: multiples of the encoder's native size
     img_sizes: list[int] | None = None  #: absolute sides instead of `scales` (wins when set)
     pool: str = "default"  #: per-scale embedding: default (CLS if the encoder has one, else mean) | cls | mean
     resize_output_to_idx: int = 0  #: which scale's grid merged feature maps use
