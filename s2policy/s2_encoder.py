@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Sequence
 
 import torch
@@ -138,7 +139,7 @@ class S2Encoder(nn.Module):
 
     @functools.cached_property
     def _native_gmacs(self) -> float:
-        p = next(self.encoder.parameters(), None)
+        p = next(itertools.chain(self.encoder.parameters(), self.encoder.buffers()), None)
         x = torch.zeros(1, 3, self.native_size, self.native_size, device=p.device if p is not None else "cpu")
         return count_gmacs(self.encoder, x)
 

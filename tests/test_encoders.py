@@ -48,6 +48,7 @@ CONTRACT = {
     "clip_vitl14": (224, 1024, "bnc", 1, False, (257, 1024)),
     "tiny_cnn": (32, 16, "bchw", 0, True, (16, 8, 8)),
     "tiny_vit": (32, 16, "bnc", 1, False, (17, 16)),
+    "none": (1, 0, "bchw", 0, False, (0, 1, 1)),
 }
 
 
@@ -70,7 +71,8 @@ def test_every_encoder_builds_with_the_contract_attributes(name):
         enc = build_encoder(name, weights="random")
     assert isinstance(enc, FrozenEncoder)
     assert (enc.name, enc.native_size, enc.embed_dim, enc.output_shape) == (name, native, dim, layout)
-    assert (enc.num_prefix_tokens, enc.channels_last, enc.weights_id) == (prefix, channels_last, "random")
+    weights_id = "none" if name == "none" else "random"  # nothing was drawn for the encoder without weights
+    assert (enc.num_prefix_tokens, enc.channels_last, enc.weights_id) == (prefix, channels_last, weights_id)
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
     x = torch.zeros(2, 3, native, native, device="meta")
     assert tuple(enc(x).shape) == (2, *out_shape)
@@ -91,6 +93,17 @@ def test_tiny_encoders_are_deterministic_frozen_and_leave_the_rng_alone(name):
     out = a(x)
     assert all(torch.equal(v, a.state_dict()[k]) for k, v in stats.items())
     assert not out.requires_grad
+
+
+def test_none_encoder_has_no_weights_zero_width_features_and_zero_cost():
+    """encoder=none (image-free policies) goes through S2 and the cost counters like any encoder."""
+    from s2policy import S2Encoder
+
+    enc = build_encoder("none")  # "pretrained" needs no file: there is nothing to load
+    s2 = S2Encoder(enc, scales=[1, 2])
+    assert s2.params == 0 and s2.out_dim == 0 and s2.gmacs((224, 224)) == 0.0
+    assert tuple(s2.embed(torch.rand(3, 3, 8, 6)).shape) == (3, 0)
+    assert s2.config()["weights_id"] == "none"
 
 
 def test_normalisation_happens_inside_forward():

@@ -73,11 +73,11 @@ def test_normalizer_round_trip_and_constant_dims():
 
 def test_receding_horizon_and_ensembling():
     chunk = np.arange(10, dtype=np.float32).reshape(5, 2)
-    ex = ChunkExecutor("receding", n_action_steps=3, horizon=5)
+    ex = ChunkExecutor("receding", n_action_steps=3, ensemble_decay=0.01, horizon=5)
     ex.reset_all(1)
     ex.add_chunk(0, chunk)
     assert [ex.pop(0)[0] for _ in range(3)] == [0, 2, 4] and ex.needs_chunk(0)
-    ens = ChunkExecutor("ensemble", ensemble_decay=0.0, horizon=5)
+    ens = ChunkExecutor("ensemble", n_action_steps=1, ensemble_decay=0.0, horizon=5)
     ens.reset_all(1)
     ens.add_chunk(0, chunk)
     ens.pop(0)

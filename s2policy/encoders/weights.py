@@ -181,6 +181,7 @@ WEIGHT_SPECS: dict[str, WeightSpec] = {
     "clip_vitl14": _clip("timm/vit_large_patch14_clip_224.openai"),
     "tiny_cnn": WeightSpec(32, **_TEST_ONLY),
     "tiny_vit": WeightSpec(32, **_TEST_ONLY),
+    "none": WeightSpec(1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), notes="no image: no weights, zero-width features"),
 }
 
 

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if exported is not None:
             manifest = exported.manifest
             cameras, task = manifest.cameras, manifest.task
-            camera_size = args.camera_size or tuple(manifest.frame_shapes[cameras[0]])
+            camera_size = args.camera_size or next((tuple(s) for s in manifest.frame_shapes.values()), 224)
         else:
             config = read_policy_config(args.checkpoint)
             cameras, task = list(config.cameras), config.task

@@ -59,7 +59,8 @@ class EncoderGraph(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *frames, proprio = inputs
-        feats = [camera_features(self.encoder, frames_to_tensor(f), self.maps) for f in frames]
+        feats = [proprio.new_zeros(proprio.shape[0], 0)]  # encoder=none: no cameras, zero-width features
+        feats += [camera_features(self.encoder, frames_to_tensor(f), self.maps) for f in frames]
         return torch.cat(feats, dim=-1), self.proprio_norm.normalize(proprio)
 
 

@@ -87,25 +87,19 @@ class StepFeatures(Protocol):
 
 
 class CachedFeatures:
-    """Features of every step held in memory (cache dtype), concatenated over cameras in the configured order."""
+    """Features of every step held in memory (cache dtype), concatenated over cameras in the configured order
+    (no cameras: zero-width features)."""
 
-    def __init__(self, caches: Sequence[FeatureCache], demos: Sequence[str], device: torch.device | str = "cpu"):
-        per_camera = [np.concatenate([c.embeddings(d) for d in demos]) for c in caches]
+    def __init__(self, caches: Sequence[FeatureCache], steps: StepTable, device: torch.device | str = "cpu"):
+        per_camera = [np.concatenate([c.embeddings(d) for d in steps.demos]) for c in caches]
+        # float16 zero-width start: never widens the cache dtype
+        table = np.concatenate([np.zeros((steps.num_steps, 0), np.float16), *per_camera], axis=1)
         # On a GPU the whole table moves once: batches are then gathered without host-to-device copies.
-        self.table = torch.from_numpy(np.concatenate(per_camera, axis=1)).to(device)
+        self.table = torch.from_numpy(table).to(device)
         self.dim = int(self.table.shape[1])
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         return self.table[idx.to(self.table.device)].float()
-
-
-class NoFeatures:
-    """A policy without cameras (the proprio-only and privileged-state controls): zero-width features."""
-
-    dim = 0
-
-    def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(idx.shape[0], 0)
 
 
 class EncodedFeatures:
@@ -131,7 +125,7 @@ class EncodedFeatures:
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         unique, inverse = torch.unique(idx, return_inverse=True)
         where = self.steps.locate(unique)
-        feats = []
+        feats = [torch.zeros(len(where), 0, device=self.device)]
         for cam in self.cameras:
             frames = np.stack([self.dataset.read_frames(d, cam, [t])[0] for d, t in where])
             with torch.inference_mode(), autocast(self.device, self.precision):
