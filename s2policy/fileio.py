@@ -30,6 +30,11 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _default_dir_mode() -> int:
+    # mkdtemp creates 0700 folders; a finished output folder gets the mode a plain mkdir() would give it.
+    return _default_file_mode() | ((_default_file_mode() & 0o444) >> 2)
+
+
 def _fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable; not supported on every platform/filesystem, where it is best effort.
     try:
@@ -121,6 +126,30 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str = "") -> Iterator[Non
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success its files are fsync'ed and it is renamed to `path` (which
+    must not exist), on error it is removed. For outputs made of many files, e.g. a LeRobot dataset folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(f, _default_file_mode())
+            else:
+                os.chmod(f, _default_dir_mode())
+        os.chmod(tmp, _default_dir_mode())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

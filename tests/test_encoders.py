@@ -33,6 +33,19 @@ CONTRACT = {
     "efficientnet_lite0": (224, 1280, "bchw", 0, True, (1280, 7, 7)),
     "efficientnet_lite1": (240, 1280, "bchw", 0, True, (1280, 8, 8)),
     "efficientnet_lite2": (260, 1280, "bchw", 0, True, (1280, 9, 9)),
+    "dinov2_vits14": (224, 384, "bnc", 1, False, (257, 384)),
+    "dinov2_vitb14": (224, 768, "bnc", 1, False, (257, 768)),
+    "dinov2_vitl14": (224, 1024, "bnc", 1, False, (257, 1024)),
+    "dinov2_vitg14": (224, 1536, "bnc", 1, False, (257, 1536)),
+    "dinov2_vits14_reg": (224, 384, "bnc", 5, False, (261, 384)),
+    "dinov2_vitb14_reg": (224, 768, "bnc", 5, False, (261, 768)),
+    "dinov2_vitl14_reg": (224, 1024, "bnc", 5, False, (261, 1024)),
+    "dinov2_vitg14_reg": (224, 1536, "bnc", 5, False, (261, 1536)),
+    "siglip2_vitb16_224": (224, 768, "bnc", 0, False, (196, 768)),
+    "siglip2_vitb16_256": (256, 768, "bnc", 0, False, (256, 768)),
+    "siglip2_vitl16_256": (256, 1024, "bnc", 0, False, (256, 1024)),
+    "clip_vitb16": (224, 768, "bnc", 1, False, (197, 768)),
+    "clip_vitl14": (224, 1024, "bnc", 1, False, (257, 1024)),
     "tiny_cnn": (32, 16, "bchw", 0, True, (16, 8, 8)),
     "tiny_vit": (32, 16, "bnc", 1, False, (17, 16)),
 }
@@ -205,6 +218,13 @@ def test_listing_reports_native_and_s2_cost(capsys):
     assert row["gmacs"] == pytest.approx(0.384, rel=0.02)
     assert row["s2_gmacs"] == pytest.approx(5 * row["gmacs"])  # S2 (1, 2): 1 + 4 native-size crops
     assert row["s2_dim"] == 2560
+    dino, dino_reg, siglip = encoder_rows(["dinov2_vitb14", "dinov2_vitb14_reg", "siglip2_vitb16_224"])
+    assert (dino["native"], dino["embed_dim"], dino["s2_dim"], dino["weights"]) == (224, 768, 1536, "hub")
+    assert dino["params"] == pytest.approx(85.7e6, rel=0.01)  # 86.6M with the 518-px position table
+    # 257 tokens (patch 14 at 224) vs ViT-B/16's 197: 23.2 GMACs counted, and 4 register tokens cost a little more
+    assert dino["gmacs"] == pytest.approx(23.2, rel=0.01) and dino["s2_gmacs"] == pytest.approx(5 * dino["gmacs"])
+    assert dino["gmacs"] < dino_reg["gmacs"] < 1.02 * dino["gmacs"]
+    assert siglip["gmacs"] == pytest.approx(17.5, rel=0.01) and siglip["weights"] == "hub"
     main(["tiny_cnn", "tiny_vit"])
     out = capsys.readouterr().out
     assert "tiny_cnn" in out and "tiny_vit" in out and "S2(1,2) GMACs" in out

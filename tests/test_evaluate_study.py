@@ -67,6 +67,7 @@ def test_quickstart_config_runs_one_configuration_and_unknown_names_are_refused(
     ("results_button", "mw-button-press-topdown", ["efficientnet_lite0", "efficientnet_lite0", "efficientnet_lite2"]),
     ("study_mvp", "lift", ["mvp_vitb", "mvp_vitb", "mvp_vitl"]),
     ("study_r3m", "lift", ["r3m_resnet18", "r3m_resnet18", "r3m_resnet50"]),
+    ("study_dinov2", "lift", ["dinov2_vitb14", "dinov2_vitb14", "dinov2_vitl14"]),
 ])
 def test_published_and_gpu_study_configs_compose_every_configuration(name, task, encoders):
     """Each study config (docs/results.md) composes, and each configuration composes into the training config it

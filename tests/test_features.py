@@ -113,7 +113,7 @@ def test_interrupted_extraction_resumes(dataset, tiny_cnn, monkeypatch):
 
 
 def test_config_errors_name_the_problem(dataset, tiny_cnn):
-    with pytest.raises(ConfigError, match="obs key .frontview_image. for camera .frontview. is absent.*agentview_image.*no task"):
+    with pytest.raises(ConfigError, match="obs/frontview_image for camera .frontview. is absent.*agentview_image.*no task"):
         build_feature_cache(dataset, "frontview", tiny_cnn, camera_size=32)
     with pytest.raises(ConfigError, match="camera size 16 is below the encoder's native input size 32"):
         build_feature_cache(dataset, "agentview", tiny_cnn, camera_size=16)

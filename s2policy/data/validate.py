@@ -1,4 +1,4 @@
-"""Check a robomimic-format file thoroughly and report every problem in one DatasetError."""
+"""Check a dataset (robomimic file or LeRobot folder) thoroughly and report every problem in one DatasetError."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from ..errors import DatasetError
+from .episodes import is_lerobot_path
 from .reader import OPTIONAL_ARRAYS, open_dataset, sorted_demo_keys
 
 #: Actions may overshoot [-1, 1] by float rounding only.
@@ -119,15 +120,20 @@ def _check_masks(file: h5py.File, demo_keys: set[str]) -> list[str]:
 
 
 def validate(path: str | os.PathLike, filter_key: str | None = None) -> None:
-    """Raise one DatasetError listing every problem (file, demo and key named) or return None for a good file.
+    """Raise one DatasetError listing every problem (file, episode and key named) or return None for a good dataset.
 
-    Checks: HDF5 with /data, at least one demo, each demo non-empty with float (T, A) actions in [-1, 1]; every
-    per-step array (states, rewards, dones, obs/*, next_obs/*) of length num_samples; actions and floating-point
-    low-dim arrays finite; images uint8 (T, H, W, 3) (from metadata: images are never read); every demo with the
-    first demo's keys, per-step shapes and dtype kinds; every filter key in mask/ a non-empty list of existing demos;
-    env_args valid JSON; and `filter_key` (if given) present in mask/.
+    A folder is checked as a LeRobot dataset (see `validate_lerobot`). A robomimic file is checked for: HDF5 with
+    /data, at least one demo, each demo non-empty with float (T, A) actions in [-1, 1]; every per-step array
+    (states, rewards, dones, obs/*, next_obs/*) of length num_samples; actions and floating-point low-dim arrays
+    finite; images uint8 (T, H, W, 3) (from metadata: images are never read); every demo with the first demo's keys,
+    per-step shapes and dtype kinds; every filter key in mask/ a non-empty list of existing demos; env_args valid
+    JSON; and `filter_key` (if given) present in mask/.
     """
     path = Path(path)
+    if is_lerobot_path(path):
+        if filter_key is not None:
+            raise DatasetError(f"{path}: filter keys select robomimic demos; a LeRobot dataset has none")
+        return validate_lerobot(path)
     with open_dataset(path, filter_key=filter_key) as dataset:
         if not dataset.demo_keys:
             raise DatasetError(f"{path}: /data holds no demos")
@@ -144,7 +150,59 @@ def validate(path: str | os.PathLike, filter_key: str | None = None) -> None:
         except (OSError, RuntimeError, KeyError) as e:  # HDF5's reaction to a truncated or overwritten file
             raise DatasetError(f"{path}: unreadable at demo {key} ({e}): the file is truncated or damaged") from e
         _ = dataset.env_args  # raises on malformed JSON
+    _raise_problems(path, problems)
+
+
+def _raise_problems(path: Path, problems: list[str]) -> None:
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise DatasetError(f"{path}: {len(problems)} problem(s):\n  {listed}{more}")
+
+
+def validate_lerobot(path: str | os.PathLike) -> None:
+    """Check a LeRobot dataset folder without decoding any frame (one DatasetError listing every problem).
+
+    On open (each its own error): meta/info.json present, supported codebase_version, one fps for every camera,
+    episode metadata readable. Then: every episode's Parquet rows match its length and hold finite actions and
+    low-dimensional observations; every video stream runs at the dataset's fps and holds at least the frames its
+    episodes' rows need. Actions may lie
+    outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises from the data).
+    """
+    from .lerobot import ACTION_FEATURE, LeRobotReader
+    from .video import stream_info
+
+    path = Path(path)
+    problems: list[str] = []
+    with LeRobotReader(path) as reader:
+        for name in reader.episodes:
+            try:
+                actions = reader.read_actions(name)
+            except DatasetError as e:
+                problems.append(str(e))
+                continue
+            if not np.all(np.isfinite(actions)):
+                problems.append(f"episode {name}, feature {ACTION_FEATURE!r}: {_nonfinite(actions)}")
+            for key, values in reader.read_lowdim(name, reader.lowdim_keys).items():
+                if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                    problems.append(f"episode {name}, key {key!r}: {_nonfinite(values)}")
+        needed: dict[Path, tuple[str, int, str]] = {}  # video file -> (feature, frames its episodes need, episode)
+        for ep in (reader.episode(n) for n in reader.episodes):
+            for feature, (video, start) in ep.videos.items():
+                end = round(start * reader.fps) + ep.length
+                if video not in needed or end > needed[video][1]:
+                    needed[video] = (feature, end, ep.name)
+        rates: dict[str, set[float]] = {}
+        for video, (feature, end, episode) in sorted(needed.items()):
+            if not video.is_file():
+                problems.append(f"{feature}: video file {video.relative_to(path)} not found")
+                continue
+            fps, frames, _ = stream_info(video)
+            rates.setdefault(feature, set()).add(round(fps, 3))
+            if frames is not None and frames < end:
+                problems.append(f"{video.relative_to(path)}: {frames} frames but episode {episode} needs {end} "
+                                "(video shorter than its Parquet rows)")
+        if any(r != {round(reader.fps, 3)} for r in rates.values()):
+            listed = ", ".join(f"{k} {'/'.join(f'{r:g}' for r in sorted(v))}" for k, v in sorted(rates.items()))
+            problems.append(f"cameras have mismatched fps ({listed}; dataset fps {reader.fps:g})")
+    _raise_problems(path, problems)

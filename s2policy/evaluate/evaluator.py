@@ -107,11 +107,15 @@ def plan_evaluation(checkpoint: str | Path, settings: EvalSettings) -> EvalPlan:
     env_kwargs: dict[str, Any] = {}
     seeds = evaluation_seeds(settings.seed, settings.episodes)
     if dataset is not None:
-        from ..data import check_dataset, open_dataset
+        from ..data import check_dataset, open_episodes
 
         check_dataset(dataset)
-        with open_dataset(dataset) as ds:
-            env_kwargs = ds.env_args.get("env_kwargs", {})
+        with open_episodes(dataset) as ds:
+            env_kwargs = dict(ds.env_args.get("env_kwargs", {}))
+            first_camera = info.config.cameras[0] if info.config.cameras else None
+            stored = ds.frame_shape(first_camera) if first_camera else None
+        if "camera_size" not in env_kwargs and stored is not None:  # e.g. a LeRobot dataset: the frames' own size
+            env_kwargs["camera_size"] = list(stored)
         if env_kwargs.get("task", info.task) != info.task:
             raise ConfigError(f"dataset {dataset} holds {env_kwargs['task']!r} demos but the policy was trained on "
                               f"{info.task!r}")

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import open_dataset
+from ..data import open_episodes
 from ..device import autocast, select_device
 from ..errors import CacheError, ConfigError
 from ..fileio import atomic_open, atomic_write_text, exclusive_lock, raise_if_out_of_space
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
-from .frames import FrameSource, frames_to_tensor, image_key, iter_frame_batches, resolve_frame_source
+from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +200,8 @@ def _barrier() -> None:
 
 
 def _demo_lengths(source: FrameSource) -> dict[str, int]:
-    with open_dataset(source.path) as ds:
-        what = f"obs/{image_key(source.camera)}" if source.kind == "stored" else "states"
-        return {d: int(ds.demo_group(d)[what].shape[0]) for d in ds.demo_keys}
+    with open_episodes(source.path) as ds:
+        return {d: ds.episode_length(d) for d in ds.episodes}
 
 
 def _encode(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision: str, maps: bool):

@@ -140,7 +140,7 @@ class Policy(nn.Module):
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
         """N environments (a list of observations, or one dict of arrays stacked on axis 0) -> float32 (N, A)."""
-        frames, proprio = self._parse(observations)
+        frames, proprio = self.parse_observations(observations)
         n = proprio.shape[0]
         if n != len(self._history):
             if self._history:
@@ -171,12 +171,9 @@ class Policy(nn.Module):
         self.executor.reset_all(n)
 
     def _window(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(history, ·) tensors for env i; steps before the episode start repeat its first step (as in training)."""
-        steps = list(self._history[i])
-        steps = [steps[0]] * (self.history - len(steps)) + steps
-        return tuple(torch.stack(x) for x in zip(*steps))  # type: ignore[return-value]
+        return history_window(self._history[i], self.history)
 
-    def _parse(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]):
+    def parse_observations(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]):
         """-> ({camera: uint8 (N, H, W, 3)}, proprio float32 (N, P) on the policy device)."""
         batched = isinstance(observations, Mapping)
         obs_list = [observations] if batched else list(observations)
@@ -259,6 +256,14 @@ class Policy(nn.Module):
         except (RuntimeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: tensors do not match the policy its config describes: {e}") from e
         return policy.to(select_device(device)).eval()
+
+
+def history_window(steps: Sequence[tuple[torch.Tensor, ...]], history: int) -> tuple[torch.Tensor, ...]:
+    """One environment's last steps [(features (F,), proprio (P,), prev_action (A,)), ...] -> the head's window
+    tensors (history, ·); steps before the episode start repeat its first step (as in training)."""
+    steps = list(steps)
+    steps = [steps[0]] * (history - len(steps)) + steps
+    return tuple(torch.stack(x) for x in zip(*steps))
 
 
 def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Tensor]]:

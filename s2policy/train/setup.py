@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..data import check_dataset, open_dataset
+from ..data import check_dataset, open_episodes
 from ..errors import ConfigError
 from ..features import build_feature_cache
 from ..policy import Normalizer, PolicyConfig
@@ -40,11 +40,13 @@ def ensure_dataset(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
 
 
 def _dataset_path(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
-    """`cfg.dataset`, or demos collected for the task (once: reused when the file exists; rank 0 collects)."""
+    """`cfg.dataset` (a robomimic file or a LeRobot dataset folder), or demos collected for the task (once: reused
+    when the file exists; rank 0 collects)."""
     if cfg.get("dataset"):
         path = Path(cfg["dataset"])
-        if not path.is_file():
-            raise ConfigError(f"dataset={path}: file not found (leave dataset unset to collect demos for the task)")
+        if not path.exists():
+            raise ConfigError(f"dataset={path}: not found (a robomimic .hdf5 file or a LeRobot dataset folder; "
+                              "leave dataset unset to collect demos for the task)")
         return path
     c, task = cfg["collect"], cfg["task"]
     size = task.get("camera_size") or 224
@@ -60,20 +62,10 @@ def _dataset_path(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
 
 
 def split_demos(path: Path) -> tuple[list[str], list[str]]:
-    """(train, valid) demo keys from mask/train and mask/valid; without masks every demo trains and none validates."""
-    with open_dataset(path) as ds:
-        all_demos = list(ds.demo_keys)
-        masks = set(ds.file["mask"].keys()) if "mask" in ds.file else set()
-    if "train" not in masks:
-        log.warning("%s has no mask/train: training on all %d demos, no validation loss", path, len(all_demos))
-        return all_demos, []
-    with open_dataset(path, "train") as ds:
-        train = list(ds.demo_keys)
-    valid: list[str] = []
-    if "valid" in masks:
-        with open_dataset(path, "valid") as ds:
-            valid = list(ds.demo_keys)
-    return train, valid
+    """(train, valid) episodes: robomimic mask/train and mask/valid (without masks every demo trains and none
+    validates); LeRobot: the split recorded at export, else a seeded 90/10 split by episode."""
+    with open_episodes(path) as ds:
+        return ds.split()
 
 
 def build_step_features(cfg: Mapping[str, Any], path: Path, encoder: torch.nn.Module, splits: dict[str, StepTable],
