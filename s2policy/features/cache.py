@@ -366,7 +366,7 @@ def build_feature_cache(
 def _manifest_matches(folder: Path, key: str) -> bool:
     """A finished cache for `key`: manifest readable and ours, and every shard it lists present (a shard a user
     deleted to repair it is re-extracted; a present but damaged one is reported when read)."""
-    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError):
         manifest = json.loads((folder / "manifest.json").read_text())
         return manifest.get("key") == key and all((folder / s).is_file() for s in manifest["shards"].values())
     return False
