@@ -32,6 +32,22 @@ def test_cli_runs_a_checkpoint_on_the_sim_robot(tmp_path, capsys):
     assert report["stage_ms"]["encode"]["p50"] > 0
 
 
+def test_cli_runs_a_spatial_policy_on_the_sim_robot_at_its_training_frame_size(tmp_path, capsys):
+    from s2policy.runtime.__main__ import main
+
+    ckpt = write_tiny_checkpoint(tmp_path / "policy.safetensors", head="spatial", grid=-1, proprio_dim=16,
+                                 action_dim=7, task="lift")
+    threads = torch.get_num_threads()
+    try:  # no --camera-size: the sim renders the training size (64), the grid the spatial head was trained on
+        code = main(["--checkpoint", str(ckpt), "--robot", "sim", "--hz", "10", "--seconds", "1.5", "--threads", "1",
+                     "--max-observation-age", "1.0", "--json", str(tmp_path / "report.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, capsys.readouterr()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["inferences"] >= 3 and report["stage_ms"]["encode"]["p50"] > 0  # generous: a loaded machine
+
+
 def test_cli_reports_a_bad_checkpoint(tmp_path, capsys):
     from s2policy.runtime.__main__ import main
 

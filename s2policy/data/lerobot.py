@@ -293,7 +293,10 @@ class LeRobotReader(EpisodeReader):
         if ep.data_file not in self._rows:
             if not ep.data_file.is_file():
                 raise DatasetError(f"{self.path}: episode {ep.index}: data file {ep.data_file} not found")
-            table = self._pq.read_table(ep.data_file)
+            schema = self._pq.read_schema(ep.data_file)
+            # per-frame images stored in Parquet (dtype image) can be large and are never needed here
+            wanted = [c for c in schema.names if self.features.get(c, {}).get("dtype") not in ("image", "video")]
+            table = self._pq.read_table(ep.data_file, columns=wanted)
             for col in ("episode_index", "frame_index"):
                 if col not in table.column_names:
                     raise DatasetError(f"{ep.data_file}: no column {col!r}")

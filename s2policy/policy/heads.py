@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .spatial import SpatialHead
+
 
 class MLPHead(nn.Module):
     """R3M's BC protocol: BatchNorm1d on [embedding, proprio], MLP 256-256 with ReLU, one action, MSE."""
@@ -79,7 +81,7 @@ class TransformerHead(nn.Module):
         return self.out(x).reshape(b, t, self.horizon, self.action_dim)
 
 
-HEADS = {"mlp": MLPHead, "transformer": TransformerHead}
+HEADS = {"mlp": MLPHead, "transformer": TransformerHead, "spatial": SpatialHead}
 
 
 def build_head(kind: str, feature_dim: int, proprio_dim: int, action_dim: int, **kwargs: Any) -> nn.Module:
@@ -88,7 +90,7 @@ def build_head(kind: str, feature_dim: int, proprio_dim: int, action_dim: int, *
 
     if kind not in HEADS:
         raise ConfigError(f"unknown policy head {kind!r}: expected one of {sorted(HEADS)}")
-    if kind == "mlp" and "hidden" in kwargs:
+    if kind in ("mlp", "spatial") and "hidden" in kwargs:
         kwargs["hidden"] = tuple(kwargs["hidden"])
     try:
         return HEADS[kind](feature_dim, proprio_dim, action_dim, **kwargs)

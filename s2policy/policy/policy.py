@@ -19,11 +19,13 @@ from ..device import autocast, select_device
 from ..errors import CheckpointError
 from ..features.encoder import build_s2_encoder, encoder_identity
 from ..features.frames import frames_to_tensor, image_key
+from ..features.maps import camera_features
 from ..fileio import atomic_path, safetensors_load_safe
 from ..finite import nonfinite_summary
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
+from .spatial import uses_maps
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +106,16 @@ class Policy(nn.Module):
 
     # --- model-level API (normalised tensors) -------------------------------------------------------------------
     def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int = 0) -> torch.Tensor:
-        """{camera: uint8 (N, H, W, 3)} -> (N, feature_dim): every camera through the same frozen S2 encoder,
-        concatenated in `config.cameras` order (the order used for the cached features). A policy without cameras
-        (a proprio-only or privileged-state control) has feature_dim 0: pass `n`, the number of observations."""
+        """{camera: uint8 (N, H, W, 3)} -> (N, feature_dim): every camera through the same frozen S2 encoder
+        (pooled embeddings, or merged maps flattened for a spatial head), concatenated in `config.cameras` order (the
+        order used for the cached features). A policy without cameras (a proprio-only or privileged-state control)
+        has feature_dim 0: pass `n`, the number of observations."""
         if not self.config.cameras:
             return torch.zeros(n, 0, device=self.device)
+        maps = uses_maps(self.config.head)  # a spatial head takes each camera's merged S2 map, flattened
         with torch.inference_mode(), autocast(self.device, self.config.precision):
-            feats = [self.encoder.embed(frames_to_tensor(frames[c], self.device)).float() for c in self.config.cameras]
+            feats = [camera_features(self.encoder, frames_to_tensor(frames[c], self.device), maps).float()
+                     for c in self.config.cameras]
         return torch.cat(feats, dim=-1)
 
     def predict_action_chunk(self, features: torch.Tensor, proprio: torch.Tensor,

@@ -29,8 +29,9 @@ from torch import nn
 
 from ..errors import ConfigError, S2PolicyError
 from ..features.frames import frames_to_tensor, image_key
+from ..features.maps import camera_features
 from ..fileio import atomic_path, atomic_write_text
-from ..policy import ChunkExecutor, Policy
+from ..policy import ChunkExecutor, Policy, uses_maps
 from .report import StageTimes
 from .robot import EPISODE_KEY
 
@@ -46,17 +47,19 @@ class ExportParityError(S2PolicyError):
 
 
 class EncoderGraph(nn.Module):
-    """Frames of every camera + raw proprio -> concatenated S2 features and normalised proprio (Policy's processing)."""
+    """Frames of every camera + raw proprio -> concatenated S2 features (pooled, or maps for a spatial head) and
+    normalised proprio (Policy's processing)."""
 
     def __init__(self, policy: Policy):
         super().__init__()
         self.cameras = list(policy.config.cameras)
         self.encoder = copy.deepcopy(policy.encoder)  # S2Encoder.plan casts traced sizes to ints itself
         self.proprio_norm = copy.deepcopy(policy.proprio_norm)
+        self.maps = uses_maps(policy.config.head)  # spatial heads take the merged S2 maps, flattened
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *frames, proprio = inputs
-        feats = [self.encoder.embed(frames_to_tensor(f)) for f in frames]
+        feats = [camera_features(self.encoder, frames_to_tensor(f), self.maps) for f in frames]
         return torch.cat(feats, dim=-1), self.proprio_norm.normalize(proprio)
 
 
@@ -157,6 +160,7 @@ def _write_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path
             torch.jit.save(torch.jit.trace(module, inputs, check_trace=False), str(tmp))
         else:
             _register_antialiased_resize()
+            _register_area_resize()
             torch.onnx.export(module, inputs, str(tmp), input_names=names[0], output_names=names[1],
                               opset_version=_OPSET, dynamo=False)
 
@@ -179,6 +183,34 @@ def _register_antialiased_resize() -> None:
                     coordinate_transformation_mode_s="half_pixel", exclude_outside_i=1)
 
     torch.onnx.register_custom_op_symbolic("aten::_upsample_bicubic2d_aa", symbolic, _OPSET)
+
+
+def _register_area_resize() -> None:
+    """Teach the ONNX exporter S2's merge of a coarse scale's map onto a finer grid (area interpolation =
+    adaptive average pooling, which it only exports when shrinking): growing by a whole factor is block replication,
+    i.e. nearest-neighbour Resize; shrinking by a whole factor is average pooling. Spatial heads on the largest
+    scale's grid need the first."""
+
+    def symbolic(g: Any, x: Any, output_size: Any) -> Any:
+        from torch.onnx import symbolic_helper
+
+        out = list(symbolic_helper._parse_arg(output_size, "is"))
+        size = list(symbolic_helper._get_tensor_sizes(x)[2:])
+        if all(o % i == 0 for o, i in zip(out, size)):
+            batch_channels = g.op("Slice", g.op("Shape", x), g.op("Constant", value_t=torch.tensor([0])),
+                                  g.op("Constant", value_t=torch.tensor([2])))
+            sizes = g.op("Concat", batch_channels, g.op("Constant", value_t=torch.tensor(out, dtype=torch.int64)),
+                         axis_i=0)
+            empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+            return g.op("Resize", x, empty, empty, sizes, mode_s="nearest", nearest_mode_s="floor",
+                        coordinate_transformation_mode_s="asymmetric")
+        if all(i % o == 0 for o, i in zip(out, size)):
+            k = [i // o for o, i in zip(out, size)]
+            return g.op("AveragePool", x, kernel_shape_i=k, strides_i=k)
+        raise ConfigError(f"cannot export S2's area resize of a {size} map to {out}: the grids of the scales must be "
+                          "whole multiples of each other")
+
+    torch.onnx.register_custom_op_symbolic("aten::adaptive_avg_pool2d", symbolic, _OPSET)
 
 
 class ExportedPolicy:

@@ -27,8 +27,8 @@ from .data import batch_indices, gather_windows, load_steps
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
 from .guard import check_step_is_finite
 from .optim import EMA, lr_at, seed_step
-from .setup import (build_step_features, check_camera_size, ensure_dataset, fit_normalizers, make_policy_config,
-                    split_demos)
+from .setup import (build_step_features, check_camera_size, check_head_inputs, ensure_dataset, fit_normalizers,
+                    make_policy_config, split_demos)
 from .tracker import RunLogger
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     # --- data and frozen features ---
     encoder = build_s2_encoder(cfg["encoder"]["name"], cfg["encoder"]["weights"], cfg["s2"]).to(dist.device)
     check_camera_size(cfg, encoder.native_size)
+    check_head_inputs(cfg)
     dataset = ensure_dataset(cfg, dist)
     train_demos, valid_demos = split_demos(dataset)
     proprio_keys = list(cfg["task"]["proprio_keys"])
@@ -67,7 +68,9 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
         steps.proprio, steps.actions = proprio_norm.normalize(steps.proprio), action_norm.normalize(steps.actions)
 
     # --- policy, optimiser, EMA ---
-    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"])
+    map_shape = getattr(features["train"], "map_shape", None)  # (cameras, C, h, w) for a spatial head
+    val_chunk = 256 if map_shape is None else min(256, t["batch_size"])  # maps: hold no more than a batch
+    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"], map_shape)
     policy = Policy.create(pcfg, encoder, proprio_norm, action_norm).to(dist.device)
     head = policy.head
     model = head if dist.world_size == 1 else torch.nn.parallel.DistributedDataParallel(head)
@@ -112,7 +115,8 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if "valid" in splits and (step % t["val_every"] == 0 or step == t["steps"]) and dist.is_main:
             logger.scalars(step, **{"valid/loss": validation_loss(policy, ema, splits["valid"], features["valid"],
-                                                                  t["val_max_samples"], cfg["precision"])})
+                                                                  t["val_max_samples"], cfg["precision"],
+                                                                  val_chunk)})
         if step % t["checkpoint_every"] == 0 or step == t["steps"]:
             if dist.is_main:
                 save_train_state(out_dir / TRAIN_STATE_FILE, policy, ema, optimizer, step, dict(cfg))
@@ -173,15 +177,17 @@ def _restore(state: Path, cfg: Mapping[str, Any], policy: Policy, ema: EMA, opti
 
 
 @torch.no_grad()
-def validation_loss(policy: Policy, ema: EMA, steps, features, max_samples: int, precision: str) -> float:
-    """MSE of the EMA head on (up to `max_samples` evenly spaced) validation steps, in normalised action units."""
+def validation_loss(policy: Policy, ema: EMA, steps, features, max_samples: int, precision: str,
+                    chunk: int = 256) -> float:
+    """MSE of the EMA head on (up to `max_samples` evenly spaced) validation steps, in normalised action units,
+    evaluated `chunk` steps at a time."""
     head = copy.deepcopy(policy.head)
     ema.copy_to(head)
     head.eval()
     idx = torch.linspace(0, steps.num_steps - 1, min(max_samples, steps.num_steps)).long()
     total, count = 0.0, 0
-    for chunk in idx.split(256):
-        batch = gather_windows(steps, features, chunk, policy.history, policy.horizon, policy.device)
+    for part in idx.split(chunk):
+        batch = gather_windows(steps, features, part, policy.history, policy.horizon, policy.device)
         with autocast(policy.device, precision):
             pred = head(batch["features"], batch["proprio"], batch["prev_actions"])
         total += F.mse_loss(pred.float(), batch["targets"], reduction="sum").item()

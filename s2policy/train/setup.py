@@ -12,7 +12,8 @@ import torch
 from ..data import check_dataset, open_episodes
 from ..errors import ConfigError
 from ..features import build_feature_cache
-from ..policy import Normalizer, PolicyConfig
+from ..features.maps import StreamedMaps, build_map_cache
+from ..policy import Normalizer, PolicyConfig, SpatialOptions, uses_maps
 from .data import CachedFeatures, EncodedFeatures, NoFeatures, StepFeatures, StepTable
 from .distributed import DistInfo, barrier
 
@@ -76,6 +77,8 @@ def build_step_features(cfg: Mapping[str, Any], path: Path, encoder: torch.nn.Mo
     if not cameras:  # task.cameras=[]: a policy that sees no image (the study's proprio-only / privileged controls)
         log.info("task.cameras is empty: training without visual features")
         return {name: NoFeatures() for name in splits}
+    if uses_maps(cfg["policy"]["name"]):  # spatial heads stream merged S2 maps from their own cache
+        return _streamed_maps(cfg, path, encoder, splits, dist, progress)
     caches = []
     for cam in cameras:
         cache, stats = build_feature_cache(
@@ -94,13 +97,46 @@ def build_step_features(cfg: Mapping[str, Any], path: Path, encoder: torch.nn.Mo
             for name, steps in splits.items()}
 
 
+def check_head_inputs(cfg: Mapping[str, Any]) -> None:
+    """Fail before any work when the head cannot get its inputs (a spatial head: bad options, no camera, no cache)."""
+    if not uses_maps(cfg["policy"]["name"]):
+        return
+    SpatialOptions.from_config(cfg["policy"])
+    if not cfg["task"]["cameras"]:
+        raise ConfigError("policy=spatial needs a camera: task.cameras is empty")
+    if not cfg["features"]["cache"]:
+        raise ConfigError("policy=spatial reads merged S2 maps from the map cache: set features.cache=true")
+
+
+def _streamed_maps(cfg: Mapping[str, Any], path: Path, encoder: torch.nn.Module, splits: dict[str, StepTable],
+                   dist: DistInfo, progress: bool) -> dict[str, StepFeatures]:
+    """Per split, every camera's merged S2 maps read from the map cache (built if needed) batch by batch."""
+    feats_cfg, task = cfg["features"], cfg["task"]
+    caches = []
+    for cam in task["cameras"]:
+        cache, stats = build_map_cache(
+            path, cam, encoder, camera_size=task.get("camera_size"), source=feats_cfg["source"],
+            cache_root=feats_cfg.get("cache_dir"), batch_size=feats_cfg["batch_size"], device=dist.device,
+            precision=cfg["precision"], progress=progress and dist.is_main,
+        )
+        if not stats.reused and dist.is_main:
+            log.info("extracted %s maps %s: %d frames, %.1f frames/s", cam, cache.shape, stats.frames,
+                     stats.frames_per_second)
+        caches.append(cache)
+    return {name: StreamedMaps(caches, steps.demos) for name, steps in splits.items()}
+
+
 def fit_normalizers(train_steps: StepTable) -> tuple[Normalizer, Normalizer]:
     """Proprio and action statistics from the training split only."""
     return Normalizer.fit(train_steps.proprio), Normalizer.fit(train_steps.actions)
 
 
-def make_policy_config(cfg: Mapping[str, Any], feature_dim: int, steps: StepTable) -> PolicyConfig:
+def make_policy_config(cfg: Mapping[str, Any], feature_dim: int, steps: StepTable,
+                       map_shape: tuple[int, ...] | None = None) -> PolicyConfig:
+    """`map_shape` (cameras, C, h, w): the maps a spatial head consumes (None for pooled heads)."""
     pol = cfg["policy"]
+    head_kwargs = ({k: v for k, v in pol.items() if k not in _EXECUTION_KEYS} if map_shape is None
+                   else SpatialOptions.from_config(pol).head_kwargs(map_shape))
     return PolicyConfig(
         encoder=cfg["encoder"]["name"],
         weights=str(cfg["encoder"]["weights"]),
@@ -112,7 +148,7 @@ def make_policy_config(cfg: Mapping[str, Any], feature_dim: int, steps: StepTabl
         action_dim=int(steps.actions.shape[1]),
         feature_dim=feature_dim,
         head=pol["name"],
-        head_kwargs={k: v for k, v in pol.items() if k not in _EXECUTION_KEYS},
+        head_kwargs=head_kwargs,
         execution=pol.get("execution", "receding"),
         n_action_steps=int(pol.get("n_action_steps", 1)),
         ensemble_decay=float(pol.get("ensemble_decay", 0.01)),
