@@ -152,7 +152,9 @@ def train_with_file(write: Callable[[Path, Path], Path], *extra: str):
 
 
 def weights_case(write: Callable[[Path, Path], Path]):
-    return train_with_file(write, "encoder=efficientnet_lite0", "encoder.weights={file}")
+    # task.camera_size=null: the stored 32 px frames as they are, so the config check (frames >= one 224 crop) passes
+    # and the weight file is what fails
+    return train_with_file(write, "encoder=efficientnet_lite0", "encoder.weights={file}", "task.camera_size=null")
 
 
 def policy_case(cli: str, damage: Callable[[Path, Path], Path]):
@@ -214,6 +216,22 @@ def _corrupt_image_chunk(f: h5py.File) -> None:
     handle = f.id.get_vfd_handle()
     os.lseek(handle, info.byte_offset + 8, os.SEEK_SET)
     os.write(handle, b"\xff" * 24)
+
+
+def _lerobot_nan_state(folder: Path, weights: Path) -> Path:
+    """A LeRobot v3.0 dataset (written by LeRobot's own writer) with one NaN in observation.state."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(shutil.copytree(REPO / "tests" / "fixtures" / "lerobot" / "v30", folder / "lerobot"))
+    data = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(data)
+    state = table.column("observation.state").to_pylist()
+    state[4][2] = float("nan")
+    column = pa.array(state, type=table.schema.field("observation.state").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("observation.state"), "observation.state", column),
+                   data)
+    return root
 
 
 def _drop_camera(f: h5py.File) -> None:
@@ -305,6 +323,8 @@ CASES: dict[str, Case] = {
                                         "key '/data/demo_1/obs/agentview_image': rows"),
     "dataset/nan_proprio_for_evaluation": Case(eval_with_dataset(set_value("data/demo_0/obs/proprio", (1, 1), np.nan)),
                                                "demo demo_0, key 'obs/proprio': NaN/inf at step(s) [1]"),
+    "dataset/lerobot_nan_state": Case(train_with_file(_lerobot_nan_state, "dataset={file}"),
+                                      "episode episode_000000, key 'proprio': NaN/inf at step(s) [4]"),
     "dataset/env_args_not_json": Case(train_on(lambda f: f["data"].attrs.__setitem__("env_args", "{oops")),
                                       "env_args is not valid JSON"),
     "dataset/no_data_group": Case(train_on(lambda f: f.move("data", "dataz")), "missing group /data"),
@@ -316,8 +336,9 @@ CASES: dict[str, Case] = {
     "config/missing_dataset": Case(train_with_file(lambda folder, w: folder / "nowhere.hdf5", "dataset={file}"),
                                    "nowhere.hdf5: not found (a robomimic .hdf5 file or a LeRobot dataset folder"),
     "config/camera_size_below_native": Case(train_on(None, "task.camera_size=16"),
-                                            "task.camera_size=16 is below encoder tiny_cnn's native input size 32"),
-    "config/unknown_encoder_name": Case(train_on(None, "encoder.name=no_such_net"), "unknown encoder 'no_such_net'"),
+                                            "task.camera_size=16: must be >= encoder tiny_cnn's native input size 32"),
+    "config/unknown_encoder_name": Case(train_on(None, "encoder.name=no_such_net"),
+                                        'encoder.name="no_such_net": expected one of clip_vitb16,'),
     "config/unknown_proprio_key": Case(train_on(None, "task.proprio_keys=[joint_pos]"),
                                        "has no obs key(s) ['joint_pos']; available: ['agentview_image', 'object', 'proprio']"),
     "config/cache_dir_is_a_file": Case(train_with_file(lambda folder, w: _text_file(folder, "cache.txt"),

@@ -46,14 +46,14 @@ def is_image_dataset(ds: h5py.Dataset) -> bool:
     return ds.dtype == np.uint8 and ds.ndim == 4
 
 
-def read_rows(ds: h5py.Dataset, start: int, stop: int, path: str | os.PathLike) -> np.ndarray:
+def read_rows(ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
     """`ds[start:stop]`, with HDF5's reaction to a damaged chunk (a failed decompression filter, a truncated file)
     turned into a DatasetError naming the file, the array and the rows."""
     try:
         return ds[start:stop]
     except (OSError, RuntimeError) as e:
-        raise DatasetError(f"{path}: key '{ds.name}': rows {start}..{min(stop, ds.shape[0]) - 1} are unreadable ({e}); "
-                           "the file is damaged") from e
+        raise DatasetError(f"{ds.file.filename}: key '{ds.name}': rows {start}..{min(stop, ds.shape[0]) - 1} are "
+                           f"unreadable ({e}); the file is damaged") from e
 
 
 def open_hdf5(path: str | os.PathLike) -> h5py.File:
@@ -90,15 +90,14 @@ class Demo:
         return int(self.actions.shape[0])
 
 
-def hash_h5_dataset(h: hashlib._Hash, ds: h5py.Dataset, path: str | os.PathLike) -> None:
-    """Feed an HDF5 dataset's name, dtype, shape and content into `h`, a few frames at a time (damage -> DatasetError
-    naming `path`)."""
+def hash_h5_dataset(h: hashlib._Hash, ds: h5py.Dataset) -> None:
+    """Feed an HDF5 dataset's name, dtype, shape and content into `h`, a few frames at a time."""
     h.update(f"{ds.name}|{ds.dtype}|{ds.shape}|".encode())
     if ds.ndim == 0:
         h.update(np.asarray(ds[()]).tobytes())
         return
     for i in range(0, ds.shape[0], _HASH_CHUNK):
-        h.update(np.ascontiguousarray(read_rows(ds, i, i + _HASH_CHUNK, path)).tobytes())
+        h.update(np.ascontiguousarray(read_rows(ds, i, i + _HASH_CHUNK)).tobytes())
 
 
 class DemoDataset(EpisodeReader):
@@ -261,11 +260,11 @@ class DemoDataset(EpisodeReader):
     def iter_frames(self, episode: str, camera: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
         ds = self.obs_array(episode, image_key(camera))
         for t0 in range(0, ds.shape[0], chunk):
-            yield t0, read_rows(ds, t0, t0 + chunk, self.path)
+            yield t0, read_rows(ds, t0, t0 + chunk)
 
     def read_frames(self, episode: str, camera: str, steps: Sequence[int]) -> np.ndarray:
         ds = self.obs_array(episode, image_key(camera))
-        return np.concatenate([read_rows(ds, t, t + 1, self.path) for t in steps])
+        return np.stack([read_rows(ds, t, t + 1)[0] for t in steps])
 
     def split(self) -> tuple[list[str], list[str]]:
         """mask/train and mask/valid; without mask/train every demo trains and none validates."""
@@ -282,14 +281,14 @@ class DemoDataset(EpisodeReader):
 
     def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
         for demo in self.demo_keys:
-            hash_h5_dataset(h, self.obs_array(demo, image_key(camera)), self.path)
+            hash_h5_dataset(h, self.obs_array(demo, image_key(camera)))
 
     def hash_render_inputs(self, h: hashlib._Hash) -> None:
         """What re-rendered frames depend on: env_args, and per demo its states and model file."""
         h.update(json.dumps(self.env_args, sort_keys=True).encode())
         for demo in self.demo_keys:
             group = self.demo_group(demo)
-            hash_h5_dataset(h, group["states"], self.path)
+            hash_h5_dataset(h, group["states"])
             h.update(str(group.attrs.get("model_file", "")).encode())
 
     def modification_stamp(self) -> str:

@@ -164,8 +164,9 @@ def validate_lerobot(path: str | os.PathLike) -> None:
     """Check a LeRobot dataset folder without decoding any frame (one DatasetError listing every problem).
 
     On open (each its own error): meta/info.json present, supported codebase_version, one fps for every camera,
-    episode metadata readable. Then: every episode's Parquet rows match its length and hold finite actions; every
-    video stream runs at the dataset's fps and holds at least the frames its episodes' rows need. Actions may lie
+    episode metadata readable. Then: every episode's Parquet rows match its length and hold finite actions and
+    low-dimensional observations; every video stream runs at the dataset's fps and holds at least the frames its
+    episodes' rows need. Actions may lie
     outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises from the data).
     """
     from .lerobot import ACTION_FEATURE, LeRobotReader
@@ -181,7 +182,10 @@ def validate_lerobot(path: str | os.PathLike) -> None:
                 problems.append(str(e))
                 continue
             if not np.all(np.isfinite(actions)):
-                problems.append(f"episode {name}, feature {ACTION_FEATURE!r}: contains NaN or inf")
+                problems.append(f"episode {name}, feature {ACTION_FEATURE!r}: {_nonfinite(actions)}")
+            for key, values in reader.read_lowdim(name, reader.lowdim_keys).items():
+                if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                    problems.append(f"episode {name}, key {key!r}: {_nonfinite(values)}")
         needed: dict[Path, tuple[str, int, str]] = {}  # video file -> (feature, frames its episodes need, episode)
         for ep in (reader.episode(n) for n in reader.episodes):
             for feature, (video, start) in ep.videos.items():

@@ -330,7 +330,7 @@ def build_feature_cache(
     )
     folder = cache_folder(root, camera, key)
     stats = ExtractionStats()
-    if _manifest_matches(folder, key):
+    if _shards_complete(folder, key):
         stats.reused = True
         log.info("reusing feature cache %s", folder)
         return FeatureCache(folder), stats
@@ -345,14 +345,14 @@ def build_feature_cache(
     # finds the cache finished. Barriers are unconditional: every rank reaches them whatever it found.
     with exclusive_lock(folder / f".extract-{rank}-of-{world}.lock", f"extracting into {folder}"):
         t0 = time.perf_counter()
-        if _manifest_matches(folder, key):
+        if _shards_complete(folder, key):
             stats.reused = True
         else:
             stats.frames = _extract_demos(s2_encoder, src, mine, lengths, folder, key, dtype, store_maps,
                                           batch_size, device, precision, progress)
         stats.seconds = time.perf_counter() - t0
         _barrier()
-        if rank == 0 and not _manifest_matches(folder, key):
+        if rank == 0 and not _shards_complete(folder, key):
             with h5py.File(shard_path(folder, demos[0]), "r") as f:
                 dim = int(f["data"].shape[1])
             manifest = {"key": key, "inputs": inputs, "dim": dim, "dtype": dtype, "lengths": lengths,
@@ -364,11 +364,18 @@ def build_feature_cache(
 
 
 def _manifest_matches(folder: Path, key: str) -> bool:
-    """A finished cache for `key`: manifest readable and ours, and every shard it lists present (a shard a user
-    deleted to repair it is re-extracted; a present but damaged one is reported when read). The map cache
-    (maps.py) lists no shards: its manifest and key decide."""
+    """Whether `folder` holds a finished cache for `key` (its manifest is readable and ours)."""
     with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
-        manifest = json.loads((folder / "manifest.json").read_text())
-        shards = manifest.get("shards", {}).values()
-        return manifest.get("key") == key and all((folder / s).is_file() for s in shards)
+        return json.loads((folder / "manifest.json").read_text()).get("key") == key
+    return False
+
+
+def _shards_complete(folder: Path, key: str) -> bool:
+    """A finished embedding cache for `key` with every shard its manifest lists present (a shard a user deleted to
+    repair it is re-extracted; a present but damaged one is reported when read)."""
+    if not _manifest_matches(folder, key):
+        return False
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError):
+        shards = json.loads((folder / "manifest.json").read_text())["shards"]
+        return all((folder / s).is_file() for s in shards.values())
     return False
