@@ -20,11 +20,13 @@ TRANSFORMER = {"history": 4, "horizon": 4, "d_model": 16, "layers": 1, "heads": 
 
 def write_tiny_checkpoint(path: Path, head: str = "mlp", execution: str = "receding", n_action_steps: int = 2,
                           encoder: str = "tiny_cnn", scales: tuple[int, ...] = (1, 2), seed: int = 0,
-                          proprio_dim: int = PROPRIO_DIM, action_dim: int = ACTION_DIM, task: str | None = None) -> Path:
-    """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint."""
+                          proprio_dim: int = PROPRIO_DIM, action_dim: int = ACTION_DIM, task: str | None = None,
+                          s2_options: dict[str, Any] | None = None) -> Path:
+    """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint.
+    `s2_options`: further s2 config keys (e.g. look-closer's)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    s2 = {"scales": list(scales)}
+    s2 = {"scales": list(scales), **(s2_options or {})}
     enc = build_s2_encoder(encoder, "random", s2)
     config = PolicyConfig(
         encoder=encoder, weights="random", s2=s2, cameras=["agentview"], proprio_keys=["proprio"],

@@ -27,6 +27,7 @@ from ..data import open_dataset
 from ..device import autocast, select_device
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
+from ..look_closer import embed_frames, needs_points, points_fingerprint, selector_points
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, image_key, iter_frame_batches, resolve_frame_source
@@ -160,10 +161,11 @@ def _open_part(path: Path, key: str) -> h5py.File:
     return f
 
 
-def _encode(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision: str, maps: bool):
+def _encode(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision: str, maps: bool,
+            camera: str, points: torch.Tensor | None):
     x = frames_to_tensor(frames, device)
     with torch.inference_mode(), autocast(device, precision):
-        emb = s2_encoder.embed(x).float()
+        emb = embed_frames(s2_encoder, x, camera, points).float()
         fmap = s2_encoder.feature_map(x).float() if maps else None
     return emb.cpu().numpy(), (fmap.cpu().numpy() if fmap is not None else None)
 
@@ -197,10 +199,12 @@ def _extract_part(
         if len(todo) < len(demos):
             log.info("resuming feature extraction in %s: %d of %d demos already done", part_path, len(demos) - len(todo), len(demos))
         written = {d: 0 for d in todo}
+        points = _demo_points(s2_encoder, source.path, todo, device)
         bar = tqdm(total=total, unit="frame", desc=f"features {source.camera}", disable=not progress or total == 0)
         with bar:
             for batch in iter_frame_batches(source, todo, batch_size):
-                emb, fmap = _encode(s2_encoder, batch.frames, device, precision, store_maps)
+                pts = None if points is None else torch.cat([points[d][t0:t0 + n] for d, t0, n in batch.pieces])
+                emb, fmap = _encode(s2_encoder, batch.frames, device, precision, store_maps, source.camera, pts)
                 row = 0
                 for demo, t0, n in batch.pieces:
                     if demo not in data:
@@ -220,6 +224,22 @@ def _extract_part(
     with open(part_path, "rb+") as fh:
         os.fsync(fh.fileno())
     return encoded
+
+
+def _demo_points(s2_encoder: Any, path: Path, demos: Sequence[str],
+                 device: torch.device) -> dict[str, torch.Tensor] | None:
+    """Per demo, the stored robot state a look-closer selector reads (None when it reads none)."""
+    if not needs_points(s2_encoder):
+        return None
+    with open_dataset(path) as ds:
+        return {d: selector_points(s2_encoder, ds.demo_group(d)["obs"], device) for d in demos}
+
+
+def _selector_inputs_fingerprint(s2_encoder: Any, path: Path) -> str | None:
+    if not needs_points(s2_encoder):
+        return None
+    with open_dataset(path) as ds:
+        return points_fingerprint(s2_encoder, [ds.demo_group(d)["obs"] for d in ds.demo_keys])
 
 
 def cache_folder(cache_root: str | Path, camera: str, key: str) -> Path:
@@ -257,8 +277,12 @@ def build_feature_cache(
     src = resolve_frame_source(dataset_path, camera, camera_size, source, native_size=native)
     root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
     root.mkdir(parents=True, exist_ok=True)
+    identity = encoder_identity(s2_encoder)
+    selector_inputs = _selector_inputs_fingerprint(s2_encoder, src.path)
+    if selector_inputs is not None:  # look-closer crops follow the stored end-effector positions
+        identity["selector_inputs_sha256"] = selector_inputs
     key, inputs = feature_cache_key(
-        dataset_fingerprint(src, root), encoder_identity(s2_encoder), camera, src.frame_shape, src.kind, dtype, store_maps
+        dataset_fingerprint(src, root), identity, camera, src.frame_shape, src.kind, dtype, store_maps
     )
     folder = cache_folder(root, camera, key)
     stats = ExtractionStats()

@@ -20,6 +20,7 @@ from ..errors import CheckpointError
 from ..features.encoder import build_s2_encoder, encoder_identity
 from ..features.frames import frames_to_tensor, image_key
 from ..fileio import atomic_path, safetensors_load_safe
+from ..look_closer import embed_frames, selector_points
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
@@ -102,14 +103,17 @@ class Policy(nn.Module):
         return self.action_norm.mean.device
 
     # --- model-level API (normalised tensors) -------------------------------------------------------------------
-    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int = 0) -> torch.Tensor:
+    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int = 0,
+                      points: torch.Tensor | None = None) -> torch.Tensor:
         """{camera: uint8 (N, H, W, 3)} -> (N, feature_dim): every camera through the same frozen S2 encoder,
         concatenated in `config.cameras` order (the order used for the cached features). A policy without cameras
-        (a proprio-only or privileged-state control) has feature_dim 0: pass `n`, the number of observations."""
+        (a proprio-only or privileged-state control) has feature_dim 0: pass `n`, the number of observations.
+        `points` (N, 3): end-effector positions for a look-closer gripper selector (`selector_points`)."""
         if not self.config.cameras:
             return torch.zeros(n, 0, device=self.device)
         with torch.inference_mode(), autocast(self.device, self.config.precision):
-            feats = [self.encoder.embed(frames_to_tensor(frames[c], self.device)).float() for c in self.config.cameras]
+            feats = [embed_frames(self.encoder, frames_to_tensor(frames[c], self.device), c, points).float()
+                     for c in self.config.cameras]
         return torch.cat(feats, dim=-1)
 
     def predict_action_chunk(self, features: torch.Tensor, proprio: torch.Tensor,
@@ -139,7 +143,7 @@ class Policy(nn.Module):
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
         """N environments (a list of observations, or one dict of arrays stacked on axis 0) -> float32 (N, A)."""
-        frames, proprio = self._parse(observations)
+        frames, proprio, points = self._parse(observations)
         n = proprio.shape[0]
         if n != len(self._history):
             if self._history:
@@ -150,7 +154,8 @@ class Policy(nn.Module):
         # History heads need every step's features; a history-1 head only when it plans.
         encode_ids = list(range(n)) if self.history > 1 else needs
         if encode_ids:
-            feats = self.encode_frames({c: f[encode_ids] for c, f in frames.items()}, len(encode_ids))
+            feats = self.encode_frames({c: f[encode_ids] for c, f in frames.items()}, len(encode_ids),
+                                       None if points is None else points[encode_ids])
             prop = self.proprio_norm.normalize(proprio[encode_ids])
             for j, i in enumerate(encode_ids):
                 self._history[i].append((feats[j], prop[j], self._prev_action[i]))
@@ -176,7 +181,8 @@ class Policy(nn.Module):
         return tuple(torch.stack(x) for x in zip(*steps))  # type: ignore[return-value]
 
     def _parse(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]):
-        """-> ({camera: uint8 (N, H, W, 3)}, proprio float32 (N, P) on the policy device)."""
+        """-> ({camera: uint8 (N, H, W, 3)}, proprio float32 (N, P) on the policy device, look-closer selector
+        points (N, 3) or None)."""
         batched = isinstance(observations, Mapping)
         obs_list = [observations] if batched else list(observations)
         frames = {}
@@ -195,7 +201,9 @@ class Policy(nn.Module):
         proprio = torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float32, device=self.device)
         if proprio.shape[1] != self.config.proprio_dim:
             raise ValueError(f"proprio has {proprio.shape[1]} values, the policy was trained on {self.config.proprio_dim}")
-        return frames, proprio
+        points = selector_points(self.encoder, observations if batched else obs_list, self.device) \
+            if self.config.cameras else None
+        return frames, proprio, points
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

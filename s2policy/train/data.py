@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from ..data import open_dataset
 from ..device import autocast
 from ..errors import ConfigError
 from ..features import FeatureCache, frames_to_tensor, image_key
+from ..look_closer import embed_frames, needs_points, selector_points
 
 
 @dataclass
@@ -120,11 +121,18 @@ class EncodedFeatures:
         unique, inverse = torch.unique(idx, return_inverse=True)
         where = self.steps.locate(unique)
         feats = []
+        points = selector_points(self.encoder, [{k: v[t] for k, v in self._obs(d).items()} for d, t in where],
+                                 self.device) if needs_points(self.encoder) else None
         for cam in self.cameras:
             frames = np.stack([self.dataset.obs_array(d, image_key(cam))[t] for d, t in where])
             with torch.inference_mode(), autocast(self.device, self.precision):
-                feats.append(self.encoder.embed(frames_to_tensor(frames, self.device)).float())
+                feats.append(embed_frames(self.encoder, frames_to_tensor(frames, self.device), cam, points).float())
         return torch.cat(feats, dim=1).clone()[inverse.to(self.device)]
+
+    def _obs(self, demo: str) -> Mapping[str, Any]:
+        """The demo's stored obs key a look-closer selector reads (h5py datasets, sliced per step)."""
+        key = self.encoder.look_closer.point_key
+        return {key: self.dataset.obs_array(demo, key)}
 
     def close(self) -> None:
         self.dataset.close()

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..device import autocast
 from ..errors import ConfigError
 from ..features import build_s2_encoder
+from ..look_closer import resolve_camera_models
 from ..policy import Policy
 from .checkpoint import load_train_state, read_run_config, save_train_state
 from .data import batch_indices, gather_windows, load_steps
@@ -51,6 +52,7 @@ def train(cfg: Mapping[str, Any], on_step: Callable[[int], None] | None = None) 
     resume_from = _checkpoint_to_resume(cfg, out_dir)
 
     # --- data and frozen features ---
+    cfg = {**cfg, "s2": resolve_camera_models(cfg["s2"], cfg["task"])}  # look-closer's cameras, stored in the policy
     encoder = build_s2_encoder(cfg["encoder"]["name"], cfg["encoder"]["weights"], cfg["s2"]).to(dist.device)
     check_camera_size(cfg, encoder.native_size)
     dataset = ensure_dataset(cfg, dist)
