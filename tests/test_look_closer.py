@@ -247,3 +247,39 @@ def test_export_places_crops_inside_the_graph(tmp_path, fmt, selector):
                                                 torch.as_tensor(obs["proprio"][None, :3])).boxes[0, 0].tolist()))
         np.testing.assert_allclose(exported.act(obs), policy.act(obs), atol=1e-4)
     assert len(boxes) > 1 or selector == "saliency"  # the graph really moved its crops with the gripper
+
+
+# --- the whole path: config -> cache -> training -> policy; reports -----------------------------------------------------
+def test_training_with_a_calibrated_camera_and_acting_on_live_observations(tmp_path):
+    from .test_train import run_config
+    from s2policy.train import train
+
+    data = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=4, length=8, image_size=64)
+    calib = tmp_path / "calib.json"
+    calib.write_text(json.dumps(calibration_record({"agentview": CameraModel.from_dict(CAMERA)})))
+    # The end-effector position is read from obs/object here: a key the head does not get as proprio.
+    cfg = run_config(data, tmp_path / "run", "task.camera_size=64", "s2.selector=gripper", "s2.crops=1",
+                     "s2.point_key=object", f"s2.calibration={calib}", "train.steps=20")
+    policy = Policy.load(train(cfg), device="cpu")
+    assert policy.config.s2["camera_models"] == {"agentview": CAMERA} and policy.config.feature_dim == 16 * 2 + 4
+    manifest = json.loads(next((tmp_path / "demos.hdf5.features").glob("agentview-*/manifest.json")).read_text())
+    assert manifest["inputs"]["encoder"]["look_closer"]["selector"] == "gripper"
+    assert "selector_inputs_sha256" in manifest["inputs"]["encoder"]
+    obs = observation(np.random.default_rng(1), frame_shape=(64, 64))
+    with pytest.raises(ConfigError, match="'object' \\(s2.point_key\\)"):  # no end-effector position in it
+        policy.act(obs)
+    obs["object"] = np.array([0.1, -0.2, 1.0], np.float32)
+    assert np.isfinite(policy.act(obs)).all()
+
+
+def test_report_labels_and_separates_look_closer_runs():
+    from s2policy.report import pool_runs
+
+    from .test_report import summary
+
+    plain = summary("efficientnet_lite0", [224, 448], 0, 30, 50, 1.9)
+    closer = summary("efficientnet_lite0", [224, 448], 0, 28, 50, 0.77, sha="lc")
+    closer["policy"]["look_closer"] = {"selector": "gripper", "crops": 1, "crop_scale_px": 448}
+    configs = pool_runs([plain, closer])
+    assert [c.label for c in configs] == ["efficientnet_lite0 S2 224+448",
+                                          "efficientnet_lite0 224px + look-closer gripper 1x448px"]
