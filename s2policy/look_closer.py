@@ -199,6 +199,31 @@ def cut_crops(image: torch.Tensor, corners: torch.Tensor, crop: int) -> torch.Te
     return strips.gather(4, cols).reshape(b * k, c, crop, crop)
 
 
+# Input pixels kept around an upsampled crop's source region: bicubic reads 2 pixels either side of a sample point,
+# plus one for the rounding of the crop's start to whole input pixels.
+_BICUBIC_MARGIN = 3
+
+
+def crops_of_scale(frames: torch.Tensor, corners: torch.Tensor, plan: ScalePlan, antialias: bool = True) -> torch.Tensor:
+    """Crops (B * k, C, crop, crop) of the frames resized to `plan.size`, at `corners` (B, k, 2) in that size.
+
+    When the scale is a whole multiple m >= 2 of the frame, only each crop's source region (crop / m + 6 pixels a
+    side) is upsampled instead of the whole frame: the same bicubic taps and weights (equal up to float rounding of
+    the sample positions, ~1e-6), at about a quarter of the resize cost per crop. Otherwise the whole frame is
+    resized once and cut.
+    """
+    b, _, h, w = frames.shape
+    m = plan.size[0] // h
+    region = plan.crop // m + 2 * _BICUBIC_MARGIN if m >= 2 else 0
+    if m < 2 or plan.size != (m * h, m * w) or plan.crop % m or region > min(h, w):
+        return cut_crops(resize_image(frames, plan.size, antialias), corners, plan.crop)
+    k = corners.shape[1]
+    starts = (torch.div(corners, m, rounding_mode="floor") - _BICUBIC_MARGIN).clamp(min=0)
+    starts = torch.minimum(starts, torch.tensor([h - region, w - region], device=corners.device))
+    upsampled = resize_image(cut_crops(frames, starts, region), (m * region, m * region), antialias)
+    return cut_crops(upsampled, (corners - m * starts).reshape(b * k, 1, 2), plan.crop)
+
+
 def corners_to_boxes(corners: torch.Tensor, image_hw: tuple[int, int], crop: int) -> torch.Tensor:
     """Top-left corners (B, k, 2) -> normalised boxes (B, k, 4) as (x0, y0, x1, y1) in [0, 1]."""
     h, w = image_hw
@@ -386,8 +411,7 @@ class LookCloserEncoder(S2Encoder):
             base_map = merge_crops(self._pooled_map(base_out), base_plan.grid)
             centres = self._centres(base_map, crop_plan, frame_hw, points, camera)
             corners = crop_corners(centres, crop_plan.size, crop_plan.crop)
-            image = resize_image(frames, crop_plan.size, self.antialias)
-            crops = cut_crops(image, corners, crop_plan.crop)
+            crops = crops_of_scale(frames, corners, crop_plan, self.antialias)
             if self.channels_last:
                 crops = crops.contiguous(memory_format=torch.channels_last)
             out = _call_in_chunks(self.encoder, crops, chunk)

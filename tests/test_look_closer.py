@@ -251,8 +251,9 @@ def test_export_places_crops_inside_the_graph(tmp_path, fmt, selector):
 
 # --- the whole path: config -> cache -> training -> policy; reports -----------------------------------------------------
 def test_training_with_a_calibrated_camera_and_acting_on_live_observations(tmp_path):
-    from .test_train import run_config
     from s2policy.train import train
+
+    from .test_train import run_config
 
     data = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=4, length=8, image_size=64)
     calib = tmp_path / "calib.json"
@@ -283,3 +284,16 @@ def test_report_labels_and_separates_look_closer_runs():
     configs = pool_runs([plain, closer])
     assert [c.label for c in configs] == ["efficientnet_lite0 S2 224+448",
                                           "efficientnet_lite0 224px + look-closer gripper 1x448px"]
+
+
+@pytest.mark.parametrize("frame, size, crop", [((40, 40), (80, 80), 32), ((30, 45), (90, 135), 33), ((40, 40), (60, 60), 32)])
+def test_crops_of_an_upscaled_frame_equal_cutting_the_fully_resized_frame(frame, size, crop):
+    from s2policy.look_closer import crops_of_scale
+    from s2policy.s2 import ScalePlan, resize_image
+
+    x = torch.rand(2, 3, *frame)
+    centres = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [0.37, 0.61]], [[0.5, 0.5], [0.02, 0.9], [0.8, 0.1]]])
+    corners = crop_corners(centres, size, crop)
+    plan = ScalePlan(size=size, grid=(size[0] // crop, size[1] // crop), crop=crop)
+    expected = cut_crops(resize_image(x, size), corners, crop)  # 80/40 and 90/30: regions only; 60/40: whole frame
+    torch.testing.assert_close(crops_of_scale(x, corners, plan), expected, rtol=0, atol=1e-5)  # float rounding

@@ -90,3 +90,48 @@ def test_a_camera_on_the_robot_has_no_fixed_model():
     with pytest.raises(ConfigError, match="moving body"):
         env.camera_model("robot0_eye_in_hand")
     env.close()
+
+
+@pytest.fixture(scope="module")
+def lift_checkpoint(tmp_path_factory):
+    """A tiny look-closer policy for lift whose camera model comes from the simulator (as training resolves it)."""
+    from s2policy.look_closer import resolve_camera_models
+
+    from .test_runtime_support import write_tiny_checkpoint
+
+    s2 = resolve_camera_models({"selector": "gripper", "crops": 1},
+                               {"name": "lift", "cameras": ["agentview"], "camera_size": 64})
+    path = tmp_path_factory.mktemp("lc") / "policy.safetensors"
+    return write_tiny_checkpoint(path, proprio_dim=16, action_dim=7, task="lift", s2_options=s2)
+
+
+def test_look_closer_policy_evaluates_and_runs_in_the_robot_loop(lift_checkpoint, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from s2policy.runtime.__main__ import main
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(repo / "eval_policy.py"), f"checkpoint={lift_checkpoint}",
+                           "eval.episodes=1", "eval.workers=0", "eval.max_steps=6", f"out_dir={tmp_path / 'eval'}",
+                           "progress=false"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["policy"]["look_closer"] == {"selector": "gripper", "crops": 1, "crop_scale_px": 64}
+    one_crop = summary["cost"]["gmacs_per_frame"] / 2  # base + 1 crop
+    assert one_crop > 0 and summary["speed"]["env_steps"] == 6
+
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--checkpoint", str(lift_checkpoint), "--robot", "sim", "--hz", "10", "--seconds", "1.5",
+                     "--camera-size", "64", "--threads", "1", "--max-observation-age", "1.0",
+                     "--json", str(tmp_path / "loop.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    report = json.loads((tmp_path / "loop.json").read_text())
+    assert report["inferences"] >= 8 and report["extra"]["sim_steps"] >= 5
