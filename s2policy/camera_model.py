@@ -143,7 +143,8 @@ def load_calibration(path: str | Path) -> dict[str, CameraModel]:
     except ValueError as e:
         raise ConfigError(f"camera calibration {path}: not JSON ({e})") from e
     if not isinstance(blob, dict) or blob.get("format") != CALIBRATION_FORMAT:
-        raise ConfigError(f"camera calibration {path}: expected {{'format': {CALIBRATION_FORMAT!r}, 'cameras': {{...}}}}")
+        raise ConfigError(f"camera calibration {path}: expected "
+                          f"{{'format': {CALIBRATION_FORMAT!r}, 'cameras': {{...}}}}")
     cameras = blob.get("cameras")
     if not isinstance(cameras, dict) or not cameras:
         raise ConfigError(f"camera calibration {path}: 'cameras' must map camera names to records")

@@ -119,7 +119,11 @@ def _simulated_camera_models(task: Mapping[str, Any], cameras: list[str], option
     if name not in envs.TASKS:
         raise ConfigError(f"{where}: task {name!r} is not a simulated task and s2.calibration names no file for "
                           f"them; write a calibration record (docs/s2.md#camera-calibration)")
-    size = task.get("camera_size") or 224
+    unknown = [c for c in cameras if c not in envs.get_task(name).cameras]
+    if unknown:
+        raise ConfigError(f"{where}: task {name!r} has no camera(s) {unknown} "
+                          f"(cameras: {list(envs.get_task(name).cameras)})")
+    size = task.get("camera_size") or 224  # only the aspect ratio matters: intrinsics rescale with the frame
     env = envs.make_env(name, cameras=[], camera_size=size, seed=0)
     try:
         env.reset(seed=0)
@@ -204,7 +208,8 @@ def cut_crops(image: torch.Tensor, corners: torch.Tensor, crop: int) -> torch.Te
 _BICUBIC_MARGIN = 3
 
 
-def crops_of_scale(frames: torch.Tensor, corners: torch.Tensor, plan: ScalePlan, antialias: bool = True) -> torch.Tensor:
+def crops_of_scale(frames: torch.Tensor, corners: torch.Tensor, plan: ScalePlan,
+                   antialias: bool = True) -> torch.Tensor:
     """Crops (B * k, C, crop, crop) of the frames resized to `plan.size`, at `corners` (B, k, 2) in that size.
 
     When the scale is a whole multiple m >= 2 of the frame, only each crop's source region (crop / m + 6 pixels a

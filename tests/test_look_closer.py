@@ -33,7 +33,7 @@ def gripper(crops=1, **kw):
     return lc(selector="gripper", crops=crops, camera_models={"agentview": CAMERA}, **kw)
 
 
-# --- tiles reproduces plain S2 ------------------------------------------------------------------------------------
+# --- tiles reproduces plain S2 ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("encoder", ["tiny_cnn", "tiny_vit"])
 @pytest.mark.parametrize("frame", [(32, 32), (40, 40)])  # 40 px: the base scale is an antialiased shrink
 def test_tiles_reproduces_s2_features(encoder, frame):
@@ -61,7 +61,7 @@ def test_tiles_reproduces_s2_features(encoder, frame):
     assert tiles.crops_per_frame(frame) == s2.crops_per_frame(frame) == 5
 
 
-# --- placement ------------------------------------------------------------------------------------------------------
+# --- placement --------------------------------------------------------------------------------------------------------
 def test_cut_crops_equals_slicing_and_corners_are_clamped():
     image = torch.rand(2, 3, 20, 30)
     corners = crop_corners(torch.tensor([[[0.5, 0.5], [0.0, 1.0]], [[1.2, -0.3], [float("nan"), 0.2]]]), (20, 30), 8)
@@ -122,7 +122,7 @@ def test_embedding_layout_cost_and_determinism():
                                                                              "crop_scale_px": 64}
 
 
-# --- errors before work ------------------------------------------------------------------------------------------------
+# --- errors before work -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options, message", [
     ({"selector": "gripper", "crops": 0}, "at least one crop"),
     ({"selector": "gaze"}, "expected one of"),
@@ -147,7 +147,7 @@ def test_missing_camera_model_is_reported_before_any_work(tmp_path):
         selector_points(enc, {"joint_pos": np.zeros(7)})
 
 
-# --- camera models -------------------------------------------------------------------------------------------------------
+# --- camera models ----------------------------------------------------------------------------------------------------
 def test_calibration_file_round_trip_and_validation(tmp_path):
     model = CameraModel.from_dict(CAMERA)
     path = tmp_path / "calib.json"
@@ -174,7 +174,7 @@ def test_camera_model_scales_with_the_frame():
         model.for_frame((48, 64))
 
 
-# --- cache, policy, export ------------------------------------------------------------------------------------------
+# --- cache, policy, export --------------------------------------------------------------------------------------------
 @pytest.fixture()
 def dataset(tmp_path):
     return write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=3, length=7, image_size=64)
@@ -249,7 +249,7 @@ def test_export_places_crops_inside_the_graph(tmp_path, fmt, selector):
     assert len(boxes) > 1 or selector == "saliency"  # the graph really moved its crops with the gripper
 
 
-# --- the whole path: config -> cache -> training -> policy; reports -----------------------------------------------------
+# --- the whole path: config -> cache -> training -> policy; reports ---------------------------------------------------
 def test_training_with_a_calibrated_camera_and_acting_on_live_observations(tmp_path):
     from s2policy.train import train
 
@@ -286,7 +286,8 @@ def test_report_labels_and_separates_look_closer_runs():
                                           "efficientnet_lite0 224px + look-closer gripper 1x448px"]
 
 
-@pytest.mark.parametrize("frame, size, crop", [((40, 40), (80, 80), 32), ((30, 45), (90, 135), 33), ((40, 40), (60, 60), 32)])
+@pytest.mark.parametrize("frame, size, crop",
+                         [((40, 40), (80, 80), 32), ((30, 45), (90, 135), 33), ((40, 40), (60, 60), 32)])
 def test_crops_of_an_upscaled_frame_equal_cutting_the_fully_resized_frame(frame, size, crop):
     from s2policy.look_closer import crops_of_scale
     from s2policy.s2 import ScalePlan, resize_image
