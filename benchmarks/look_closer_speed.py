@@ -70,7 +70,7 @@ def make_policy(encoder: str, weights: str, s2: dict, frame: int) -> Policy:
     enc = build_s2_encoder(encoder, weights, s2)
     config = PolicyConfig(encoder=encoder, weights=weights, s2=s2, cameras=["agentview"], proprio_keys=["proprio"],
                           proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM, feature_dim=enc.out_dim, head="mlp",
-                          camera_size=frame)
+                          camera_size=frame, n_action_steps=1)  # every tick encodes: the full policy step
     rng = np.random.default_rng(0)
     return Policy.create(config, enc, Normalizer.fit(rng.normal(size=(64, PROPRIO_DIM))),
                          Normalizer.fit(rng.normal(size=(64, ACTION_DIM)))).eval()

@@ -293,7 +293,8 @@ class LookCloserEncoder(S2Encoder):
         crops: k, crops of the second scale per frame; default 1 (tiles: every tile of a square frame's grid).
         point_key, point_index: where `selector_points` finds the end-effector's x, y, z (gripper).
         camera_models: {camera: CameraModel or its dict} (gripper), in the frame the points are given in.
-        calibration: the file `camera_models` came from (not read here; kept out of the identity).
+        calibration: a calibration file, read when `camera_models` is not given (its path is not part of the
+            identity; the models it holds are).
 
     `embed(frames, points=None, camera=None)` -> (B, out_dim); `features(...)` -> LookCloserFeatures.
     """
@@ -304,6 +305,8 @@ class LookCloserEncoder(S2Encoder):
                  **s2_kwargs: Any) -> None:
         s2_kwargs.setdefault("scales", (1, 2))
         super().__init__(encoder, **s2_kwargs)
+        if not camera_models and calibration is not None:
+            camera_models = load_calibration(calibration)
         models = {c: (m.to_dict() if isinstance(m, CameraModel) else dict(m)) for c, m in (camera_models or {}).items()}
         self.look_closer = LookCloserOptions(selector, crops, point_key, point_index, calibration, models or None)
         if len(self.img_sizes) != 2 or self.img_sizes[1] <= self.img_sizes[0]:

@@ -156,6 +156,8 @@ def test_calibration_file_round_trip_and_validation(tmp_path):
     resolved = resolve_camera_models({"selector": "gripper", "calibration": str(path)},
                                      {"name": "my_real_robot", "cameras": ["agentview"]})
     assert resolved["camera_models"] == {"agentview": model.to_dict()}
+    direct = lc(selector="gripper", calibration=str(path))  # the Python API reads the file itself
+    assert direct.config() == gripper().config()
     bad = dict(CAMERA, camera_from_world=[[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     path.write_text(json.dumps({"format": "s2policy.camera/1", "cameras": {"agentview": bad}}))
     with pytest.raises(ConfigError, match="calib.json, camera 'agentview'.*not a proper rotation"):
