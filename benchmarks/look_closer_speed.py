@@ -6,8 +6,9 @@ Configurations (one encoder, default EfficientNet-Lite0 with its ImageNet weight
 - `look_closer_gripper_k1` / `_k2`: the 224 base + 1 or 2 crops of the 448 scale, the first at the projected
   end-effector (1 + k passes);
 - `look_closer_saliency_k1`: the image-only selector (1 + 1 passes).
-Timings are the fastest of `--rounds` rounds, and rounds alternate between the configurations, so load from other
-processes on a shared machine hits every candidate alike (run with --threads 1). Measured: `S2Encoder.embed` /
+Every round times each configuration once (in a rotating order), so load from other processes on a shared machine
+hits every candidate alike (run with --threads 1); ratios to the base are taken within a round, and their median over
+rounds is reported next to the median and best absolute times. Measured: `S2Encoder.embed` /
 `LookCloserEncoder.embed` on `--frames` px frames per call of `--batch` frames (extraction), and `Policy.act` (MLP head,
 one frame + 16-D proprio -> 7-D action) ticked by `ControlLoop` on an instant robot (the robot loop's policy step).
 
@@ -24,10 +25,11 @@ import time
 
 import numpy as np
 import torch
+from runtime_latency import InstantRobot  # benchmarks/ is on sys.path when this script runs
 
 from s2policy.features.encoder import build_s2_encoder
 from s2policy.policy import Normalizer, Policy, PolicyConfig
-from s2policy.runtime import TIMESTAMP_KEY, ControlLoop, PolicyRunner, SafetyConfig
+from s2policy.runtime import ControlLoop, PolicyRunner, SafetyConfig
 
 PROPRIO_DIM, ACTION_DIM = 16, 7
 
@@ -48,22 +50,6 @@ def configs(frame: int) -> dict[str, dict]:
         "look_closer_gripper_k2": {**lc, "selector": "gripper", "crops": 2},
         "look_closer_saliency_k1": {"img_sizes": [224, 448], "selector": "saliency", "crops": 1},
     }
-
-
-class InstantRobot:
-    """Serves one observation (freshly stamped) and accepts every action at no cost."""
-
-    def __init__(self, observation: dict):
-        self.observation = observation
-
-    def get_observation(self) -> dict:
-        return {**self.observation, TIMESTAMP_KEY: time.monotonic()}
-
-    def send_action(self, action: np.ndarray) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def make_policy(encoder: str, weights: str, s2: dict, frame: int) -> Policy:
@@ -102,39 +88,44 @@ def main() -> None:
                          pol.encode_frames({"agentview": frames}, args.batch, points))
                   for name, pol in policies.items()}
         runners = {name: PolicyRunner(pol, warmup_steps=1, example_observation=obs) for name, pol in policies.items()}
-        best = {name: float("inf") for name in policies}
-        ticks: dict[str, list[float]] = {name: [] for name in policies}
+        per_round: dict[str, list[float]] = {name: [] for name in policies}  # seconds per call, one per round
+        ticks: dict[str, list[list[float]]] = {name: [] for name in policies}  # tick latencies, per round
         for fn in encode.values():  # warm-up
             fn()
-        for _ in range(args.rounds):
-            for name, fn in encode.items():
+        names = list(policies)
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[:r % len(names)]  # rotate: nobody always follows S2
+            for name in order:
                 t0 = time.perf_counter()
-                fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
-            for name, runner in runners.items():
-                runner.reset()
-                loop = ControlLoop(InstantRobot(obs), runner, 1e4,  # flat out: every tick runs one policy step
+                encode[name]()
+                per_round[name].append(time.perf_counter() - t0)
+            for name in order:
+                runners[name].reset()
+                loop = ControlLoop(InstantRobot(obs), runners[name], 1e4,  # flat out: every tick is a policy step
                                    safety=SafetyConfig(max_observation_age=10.0, max_action_age=10.0))
                 loop.run(steps=args.ticks)
-                ticks[name] += list(loop.timing.tick_latency)
-        base_ms = best["base"] * 1e3 / args.batch
+                ticks[name].append(list(loop.timing.tick_latency))
         for name, pol in policies.items():
-            ms = best[name] * 1e3 / args.batch
-            step = np.asarray(ticks[name]) * 1e3
+            t = np.asarray(per_round[name]) * 1e3 / args.batch
+            ratio = np.median(np.asarray(per_round[name]) / np.asarray(per_round["base"]))
+            step = np.concatenate(ticks[name]) * 1e3
+            step_ratio = np.median([np.median(a) / np.median(b) for a, b in zip(ticks[name], ticks["base"])])
             results.append({
                 "config": name, "frame": frame, "s2": {k: v for k, v in configs(frame)[name].items()
                                                        if k != "camera_models"},
                 "encoder_passes_per_frame": pol.encoder.crops_per_frame((frame, frame)),
                 "gmacs_per_frame": round(pol.encoder.gmacs((frame, frame)), 4),
-                "ms_per_frame": round(ms, 2), "frames_per_s": round(1e3 / ms, 2),
-                "time_vs_base": round(ms / base_ms, 3),
+                "ms_per_frame": {"best": round(float(t.min()), 2), "median": round(float(np.median(t)), 2)},
+                "frames_per_s": round(1e3 / float(np.median(t)), 2),
+                "time_vs_base": round(float(ratio), 3),  # median over rounds of this round's time / base's
                 "policy_step_ms": {"p50": round(float(np.median(step)), 2), "min": round(float(step.min()), 2),
                                    "p95": round(float(np.percentile(step, 95)), 2), "n": int(step.size)},
+                "policy_step_vs_base": round(float(step_ratio), 3),
             })
             r = results[-1]
             print(f"{frame}px {name:>24}: {r['encoder_passes_per_frame']} passes, {r['gmacs_per_frame']:.3f} GMACs, "
                   f"{r['frames_per_s']:.1f} frames/s ({r['time_vs_base']:.2f}x base), policy step p50 "
-                  f"{r['policy_step_ms']['p50']:.1f} ms", flush=True)
+                  f"{r['policy_step_ms']['p50']:.1f} ms ({r['policy_step_vs_base']:.2f}x base)", flush=True)
     out = {
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "load_average_1m_at_end": os.getloadavg()[0]},
