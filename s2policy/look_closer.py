@@ -363,9 +363,15 @@ class LookCloserEncoder(S2Encoder):
                               f"not the {self.grid_side}x{self.grid_side} this encoder was built for (square frames)")
         return plan
 
-    def _centres(self, base_map: torch.Tensor, plan: ScalePlan, frame_hw: tuple[int, int],
-                 points: torch.Tensor | None, camera: str | None) -> torch.Tensor:
-        b = base_map.shape[0]
+    @property
+    def _reads_base_map(self) -> bool:
+        """Whether crop placement needs the base pass's feature map (saliency, and gripper's crops after the first).
+        When it does not, the base crops and the selected crops share one stream of backbone calls."""
+        return self.look_closer.selector == "saliency" or (self.look_closer.selector == "gripper" and self.k > 1)
+
+    def _centres(self, base_map: torch.Tensor | None, b: int, device: torch.device, plan: ScalePlan,
+                 frame_hw: tuple[int, int], points: torch.Tensor | None, camera: str | None) -> torch.Tensor:
+        """Normalised (x, y) crop centres (B, k, 2); `base_map` (B, C, h, w) only when `_reads_base_map`."""
         window = (plan.crop / plan.size[1], plan.crop / plan.size[0])
         selector = self.look_closer.selector
         if selector == "tiles":
@@ -373,7 +379,7 @@ class LookCloserEncoder(S2Encoder):
             ys = (torch.arange(nh, dtype=torch.float32) + 0.5) / nh
             xs = (torch.arange(nw, dtype=torch.float32) + 0.5) / nw
             grid = torch.stack([xs.repeat(nh), ys.repeat_interleave(nw)], dim=-1)  # tile-major, as S2
-            return grid.to(base_map.device).expand(b, -1, -1)
+            return grid.to(device).expand(b, -1, -1)
         if selector == "saliency":
             return saliency_centres(base_map, self.k, window)
         if points is None:
@@ -382,7 +388,7 @@ class LookCloserEncoder(S2Encoder):
         if points.shape != (b, 3):
             raise ValueError(f"points must be (B, 3) = ({b}, 3) end-effector positions, got {tuple(points.shape)}")
         model = self._camera_model(camera).for_frame(frame_hw)
-        uv, depth = model.project(points.to(base_map.device))
+        uv, depth = model.project(points.to(device))
         uv = torch.where((depth > 0)[:, None], uv, torch.full_like(uv, 0.5))  # behind the camera: look at the middle
         centres = uv[:, None]
         if self.k > 1:
@@ -414,15 +420,22 @@ class LookCloserEncoder(S2Encoder):
         with torch.inference_mode():
             base_image = resize_image(frames, base_plan.size, self.antialias)
             base_crops = split_into_crops(base_image, base_plan.grid, self.channels_last)
-            base_out = _call_in_chunks(self.encoder, base_crops, chunk)
+
+            def cut(base_map: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                centres = self._centres(base_map, b, frames.device, crop_plan, frame_hw, points, camera)
+                corners = crop_corners(centres, crop_plan.size, crop_plan.crop)
+                crops = crops_of_scale(frames, corners, crop_plan, self.antialias)
+                return (crops.contiguous(memory_format=torch.channels_last) if self.channels_last else crops), corners
+
+            if self._reads_base_map:
+                base_out = _call_in_chunks(self.encoder, base_crops, chunk)
+                crops, corners = cut(merge_crops(self._pooled_map(base_out), base_plan.grid))
+                out = _call_in_chunks(self.encoder, crops, chunk)
+            else:  # placement is known before any pass: base crops and selected crops share backbone calls
+                crops, corners = cut(None)
+                both = _call_in_chunks(self.encoder, torch.cat([base_crops, crops]), chunk)
+                base_out, out = both.split([base_crops.shape[0], crops.shape[0]])
             base = self._pool_crop(base_out).reshape(base_plan.num_crops, b, -1).mean(dim=0)
-            base_map = merge_crops(self._pooled_map(base_out), base_plan.grid)
-            centres = self._centres(base_map, crop_plan, frame_hw, points, camera)
-            corners = crop_corners(centres, crop_plan.size, crop_plan.crop)
-            crops = crops_of_scale(frames, corners, crop_plan, self.antialias)
-            if self.channels_last:
-                crops = crops.contiguous(memory_format=torch.channels_last)
-            out = _call_in_chunks(self.encoder, crops, chunk)
             pooled = self._pool_crop(out).reshape(b, self.k, -1)
             maps = self._pooled_map(out)
             result = LookCloserFeatures(base, pooled, corners_to_boxes(corners, crop_plan.size, crop_plan.crop),
