@@ -18,6 +18,7 @@ one frame + 16-D proprio -> 7-D action) ticked by `ControlLoop` on an instant ro
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -28,6 +29,8 @@ import torch
 from runtime_latency import InstantRobot  # benchmarks/ is on sys.path when this script runs
 
 from s2policy.features.encoder import build_s2_encoder
+from s2policy.features.frames import frames_to_tensor
+from s2policy.look_closer import embed_frames
 from s2policy.policy import Normalizer, Policy, PolicyConfig
 from s2policy.runtime import ControlLoop, PolicyRunner, SafetyConfig
 
@@ -60,6 +63,23 @@ def make_policy(encoder: str, weights: str, s2: dict, frame: int) -> Policy:
     rng = np.random.default_rng(0)
     return Policy.create(config, enc, Normalizer.fit(rng.normal(size=(64, PROPRIO_DIM))),
                          Normalizer.fit(rng.normal(size=(64, ACTION_DIM)))).eval()
+
+
+def work_besides_backbone_ms(policy: Policy, frames: np.ndarray, points: torch.Tensor, rounds: int) -> float:
+    """Best ms per frame of everything but the backbone passes (resizing, crop placement, cutting, pooling): the
+    same encoder with its backbone swapped for a stub that returns a zero feature map of the right shape."""
+    enc = copy.deepcopy(policy.encoder)
+    native = torch.zeros(1, 3, enc.native_size, enc.native_size)
+    with torch.inference_mode():
+        shape = enc.encoder(native).shape[1:]
+    enc.encoder.forward = lambda x: torch.zeros(x.shape[0], *shape)
+    x = frames_to_tensor(frames)
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        embed_frames(enc, x, "agentview", points)
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3 / len(frames)
 
 
 def main() -> None:
@@ -121,6 +141,7 @@ def main() -> None:
                 "policy_step_ms": {"p50": round(float(np.median(step)), 2), "min": round(float(step.min()), 2),
                                    "p95": round(float(np.percentile(step, 95)), 2), "n": int(step.size)},
                 "policy_step_vs_base": round(float(step_ratio), 3),
+                "ms_per_frame_besides_backbone": round(work_besides_backbone_ms(pol, frames, points, args.rounds), 2),
             })
             r = results[-1]
             print(f"{frame}px {name:>24}: {r['encoder_passes_per_frame']} passes, {r['gmacs_per_frame']:.3f} GMACs, "
