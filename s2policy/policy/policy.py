@@ -116,6 +116,14 @@ class Policy(nn.Module):
                      for c in self.config.cameras]
         return torch.cat(feats, dim=-1)
 
+    def selector_points(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> torch.Tensor | None:
+        """End-effector positions (N, 3) a look-closer gripper selector reads from raw observations (see
+        `s2policy.look_closer.selector_points`); None for encoders that read no robot state."""
+        if not self.config.cameras:
+            return None
+        return selector_points(self.encoder, observations if isinstance(observations, Mapping) else
+                               list(observations), self.device)
+
     def predict_action_chunk(self, features: torch.Tensor, proprio: torch.Tensor,
                              prev_actions: torch.Tensor) -> torch.Tensor:
         """Windows (N, T, F), normalised proprio (N, T, P) and previous actions (N, T, A) -> raw actions
@@ -143,7 +151,7 @@ class Policy(nn.Module):
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
         """N environments (a list of observations, or one dict of arrays stacked on axis 0) -> float32 (N, A)."""
-        frames, proprio, points = self._parse(observations)
+        frames, proprio = self._parse(observations)
         n = proprio.shape[0]
         if n != len(self._history):
             if self._history:
@@ -154,6 +162,7 @@ class Policy(nn.Module):
         # History heads need every step's features; a history-1 head only when it plans.
         encode_ids = list(range(n)) if self.history > 1 else needs
         if encode_ids:
+            points = self.selector_points(observations)  # look-closer: where the gripper is (None otherwise)
             feats = self.encode_frames({c: f[encode_ids] for c, f in frames.items()}, len(encode_ids),
                                        None if points is None else points[encode_ids])
             prop = self.proprio_norm.normalize(proprio[encode_ids])
@@ -181,8 +190,7 @@ class Policy(nn.Module):
         return tuple(torch.stack(x) for x in zip(*steps))  # type: ignore[return-value]
 
     def _parse(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]):
-        """-> ({camera: uint8 (N, H, W, 3)}, proprio float32 (N, P) on the policy device, look-closer selector
-        points (N, 3) or None)."""
+        """-> ({camera: uint8 (N, H, W, 3)}, proprio float32 (N, P) on the policy device)."""
         batched = isinstance(observations, Mapping)
         obs_list = [observations] if batched else list(observations)
         frames = {}
@@ -201,9 +209,7 @@ class Policy(nn.Module):
         proprio = torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float32, device=self.device)
         if proprio.shape[1] != self.config.proprio_dim:
             raise ValueError(f"proprio has {proprio.shape[1]} values, the policy was trained on {self.config.proprio_dim}")
-        points = selector_points(self.encoder, observations if batched else obs_list, self.device) \
-            if self.config.cameras else None
-        return frames, proprio, points
+        return frames, proprio
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
