@@ -284,8 +284,8 @@ def test_report_labels_and_separates_look_closer_runs():
     closer = summary("efficientnet_lite0", [224, 448], 0, 28, 50, 0.77, sha="lc")
     closer["policy"]["look_closer"] = {"selector": "gripper", "crops": 1, "crop_scale_px": 448}
     configs = pool_runs([plain, closer])
-    assert [c.label for c in configs] == ["efficientnet_lite0 S2 224+448",
-                                          "efficientnet_lite0 224px + look-closer gripper 1x448px"]
+    assert [c.label for c in configs] == ["efficientnet_lite0 S2 224+448, mlp head",
+                                          "efficientnet_lite0 224px + look-closer gripper 1x448px, mlp head"]
 
 
 @pytest.mark.parametrize("frame, size, crop",
