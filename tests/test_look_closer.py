@@ -300,3 +300,22 @@ def test_crops_of_an_upscaled_frame_equal_cutting_the_fully_resized_frame(frame,
     plan = ScalePlan(size=size, grid=(size[0] // crop, size[1] // crop), crop=crop)
     expected = cut_crops(resize_image(x, size), corners, crop)  # 80/40 and 90/30: regions only; 60/40: whole frame
     torch.testing.assert_close(crops_of_scale(x, corners, plan), expected, rtol=0, atol=1e-5)  # float rounding
+
+
+def test_the_policy_server_places_crops_from_the_served_observation(tmp_path):
+    from s2policy.runtime import PolicyRunner
+    from s2policy.runtime.service import ChunkRequest
+
+    from .serve_support import tiny_service
+
+    options = {"selector": "gripper", "crops": 1, "camera_models": {"agentview": CAMERA}}
+    ckpt = write_tiny_checkpoint(tmp_path / "p.safetensors", s2_options=options)
+    service = tiny_service(ckpt)
+    runner = PolicyRunner.from_checkpoint(ckpt, device="cpu", warmup_steps=0)
+    rng = np.random.default_rng(2)
+    session = service.session()
+    for _ in range(3):
+        obs = observation(rng, frame_shape=(64, 64))
+        obs["proprio"][:3] = [rng.uniform(-0.8, 0.8), rng.uniform(-0.8, 0.8), 1.0]
+        (result,) = service.infer([ChunkRequest(session, service.spec.check_observation(obs))])
+        np.testing.assert_allclose(result.actions[0], runner.act(obs), rtol=0, atol=1e-6)
