@@ -8,6 +8,8 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 
+from s2policy.camera_model import CameraModel
+
 from .rendering import CameraRenderer, CameraSize, image_hw
 from .tasks import TaskSpec
 
@@ -73,6 +75,12 @@ class TaskEnv(gym.Env, abc.ABC):
             self._renderer = CameraRenderer(model, data, self.cameras, self.camera_hw, self.upside_down_cameras,
                                             self.hidden_geom_groups)
         return self._renderer.render()
+
+    def camera_model(self, camera: str) -> CameraModel:
+        """Intrinsics and extrinsics of a fixed `camera` for the frames this env renders (see
+        s2policy.camera_model; raises ConfigError for a camera that moves with the robot)."""
+        model, data = self.mj_model_data
+        return CameraModel.from_mujoco(model, data, camera, self.camera_hw, camera in self.upside_down_cameras)
 
     def observation(self) -> dict[str, np.ndarray]:
         obs = self._render_cameras()

@@ -51,6 +51,7 @@ class Configuration:
     encoder_params: int
     gmacs_per_frame: float
     runs: list[dict] = field(default_factory=list)
+    look_closer: dict[str, Any] | None = None  # {selector, crops, crop_scale_px} of a look-closer encoder
     map_size: int | None = None  # spatial heads: image size of the S2 scale whose grid the map is merged to
 
     @property
@@ -64,6 +65,9 @@ class Configuration:
             return f"no image: {'+'.join(self.inputs)}, {self.head_label}"
         scales = (f"S2 {'+'.join(str(s) for s in self.img_sizes)}" if len(self.img_sizes) > 1
                   else f"{self.img_sizes[0]}px")
+        if self.look_closer:  # the base scale whole, k crops of the larger one
+            lc = self.look_closer
+            scales = f"{self.img_sizes[0]}px + look-closer {lc['selector']} {lc['crops']}x{lc['crop_scale_px']}px"
         extra = [k for k in self.inputs if k != "proprio"]
         return f"{self.encoder} {scales}" + (f" +{'+'.join(extra)}" if extra else "") + f", {self.head_label}"
 
@@ -128,14 +132,15 @@ def pool_runs(summaries: Sequence[dict]) -> list[Configuration]:
         weights = p["weights"] if p["weights"] in ("pretrained", "random") else "file"
         map_size = _map_size(p)
         key = json.dumps([s["task"], p["encoder"], weights, p["img_sizes"], p["camera_size"], p["cameras"],
-                          p["head"], p["proprio_keys"], ev.get("variation", {})]
+                          p["head"], p["proprio_keys"], ev.get("variation", {}), p.get("look_closer")]
                          + ([map_size] if map_size else []), sort_keys=True)
         if key not in groups:
             groups[key] = Configuration(s["task"], p["encoder"], weights, list(p["img_sizes"]),
                                         list(p["camera_size"]), list(p["cameras"]), p["head"],
                                         list(p["proprio_keys"]),
                                         dict(ev.get("variation", {})), int(s["cost"]["encoder_params"]),
-                                        float(s["cost"]["gmacs_per_frame"]), map_size=map_size)
+                                        float(s["cost"]["gmacs_per_frame"]), map_size=map_size,
+                                        look_closer=p.get("look_closer"))
         groups[key].runs.append(s)
     return list(groups.values())
 

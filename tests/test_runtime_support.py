@@ -23,13 +23,13 @@ TRANSFORMER = {"history": 4, "horizon": 4, "d_model": 16, "layers": 1, "heads": 
 def write_tiny_checkpoint(path: Path, head: str = "mlp", execution: str = "receding", n_action_steps: int = 2,
                           encoder: str = "tiny_cnn", scales: tuple[int, ...] = (1, 2), seed: int = 0,
                           proprio_dim: int = PROPRIO_DIM, action_dim: int = ACTION_DIM, task: str | None = None,
-                          grid: int = 0) -> Path:
+                          grid: int = 0, s2_options: dict[str, Any] | None = None) -> Path:
     """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint;
     encoder="none" gives a camera-free one. A spatial head sees the S2 map of 64 x 64 frames merged to the grid of
-    scale `grid` (resize_output_to_idx)."""
+    scale `grid` (resize_output_to_idx). `s2_options`: further s2 config keys (e.g. look-closer's)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    s2 = {"scales": list(scales)} | ({"resize_output_to_idx": grid} if head == "spatial" else {})
+    s2 = {"scales": list(scales)} | ({"resize_output_to_idx": grid} if head == "spatial" else {}) | (s2_options or {})
     enc = build_s2_encoder(encoder, "random", s2)
     feature_dim, head_kwargs = enc.out_dim, dict(TRANSFORMER) if head == "transformer" else {}
     if head == "spatial":

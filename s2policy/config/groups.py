@@ -66,6 +66,16 @@ class S2Config:
     #: which scale's grid merged feature maps use (policy=spatial): 0 = the base scale's grid, -1 = the largest's
     resize_output_to_idx: int = 0
     crop_batch_size: int | str = "auto"  #: crops per encoder call: auto = 4 on CPU, 64 on GPU (speed only)
+    #: look-closer (docs/s2.md#look-closer): the first scale whole, the second only through `crops` selected crops:
+    #: null = plain S2 | gripper (project the end-effector) | saliency (image only) | tiles (= plain S2)
+    selector: str | None = None
+    crops: int | None = None  #: look-closer: k crops of the second scale per frame; null = 1 (tiles: every tile)
+    point_key: str = "proprio"  #: look-closer gripper: observation key holding the end-effector x, y, z
+    point_index: int = 0  #: look-closer gripper: index of x within `point_key`
+    calibration: str | None = None  #: look-closer gripper: camera calibration JSON; null = the task's MuJoCo camera
+    #: look-closer gripper: {camera: calibration record}, filled in before work from `calibration` or the simulator
+    #: and stored in the checkpoint (not set by hand)
+    camera_models: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.scales is not None:
@@ -79,6 +89,9 @@ class S2Config:
         check_choice("s2.pool", self.pool, S2_POOLS)
         if self.crop_batch_size != "auto" and (not isinstance(self.crop_batch_size, int) or self.crop_batch_size < 1):
             raise bad("s2.crop_batch_size", self.crop_batch_size, "expected auto or a positive integer")
+        from ..look_closer import LookCloserOptions
+
+        LookCloserOptions.from_s2(vars(self))  # the look-closer options' own checks (k >= 1, known selector, ...)
 
     def encoder_kwargs(self) -> dict[str, Any]:
         """S2Encoder keyword arguments (unset options left to S2Encoder)."""

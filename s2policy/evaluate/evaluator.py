@@ -24,6 +24,7 @@ from typing import Any
 from ..config.groups import EvalSettings
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
+from ..look_closer import look_closer_summary
 from .checkpoint_info import CheckpointInfo, read_checkpoint_info
 from .env_handles import EnvSpec
 from .layouts import run_policy_in_workers, run_policy_on_main, torch_threads
@@ -162,7 +163,8 @@ def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, resul
         "policy": {"encoder": cfg.encoder, "weights": cfg.weights, "s2": cfg.s2,
                    "img_sizes": list(policy.encoder.img_sizes), "cameras": list(cfg.cameras),
                    "camera_size": list(frame_hw), "head": cfg.head, "execution": cfg.execution,
-                   "n_action_steps": cfg.n_action_steps, "proprio_keys": list(cfg.proprio_keys)},
+                   "n_action_steps": cfg.n_action_steps, "proprio_keys": list(cfg.proprio_keys),
+                   "look_closer": look_closer_summary(policy.encoder)},
         "cost": {"encoder_params": int(policy.encoder.params),
                  "head_params": sum(p.numel() for p in policy.head.parameters()),
                  # every camera is one pass of the S2 encoder

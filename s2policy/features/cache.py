@@ -32,6 +32,7 @@ from ..data import open_episodes
 from ..device import autocast, select_device
 from ..errors import CacheError, ConfigError
 from ..fileio import atomic_open, atomic_write_text, exclusive_lock, raise_if_out_of_space
+from ..look_closer import embed_frames, needs_points, points_fingerprint, selector_points
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
@@ -204,10 +205,11 @@ def _demo_lengths(source: FrameSource) -> dict[str, int]:
         return {d: ds.episode_length(d) for d in ds.episodes}
 
 
-def _encode(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision: str, maps: bool):
+def _encode(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision: str, maps: bool,
+            camera: str, points: torch.Tensor | None):
     x = frames_to_tensor(frames, device)
     with torch.inference_mode(), autocast(device, precision):
-        emb = s2_encoder.embed(x).float()
+        emb = embed_frames(s2_encoder, x, camera, points).float()
         fmap = s2_encoder.feature_map(x).float() if maps else None
     return emb.cpu().numpy(), (fmap.cpu().numpy() if fmap is not None else None)
 
@@ -255,9 +257,11 @@ def _extract_demos(
     written = {d: 0 for d in todo}
     encoded = 0
     total = sum(lengths[d] for d in todo)
+    points = _demo_points(s2_encoder, source.path, todo, device)
     with tqdm(total=total, unit="frame", desc=f"features {source.camera}", disable=not progress or total == 0) as bar:
         for batch in iter_frame_batches(source, todo, batch_size):
-            emb, fmap = _encode(s2_encoder, batch.frames, device, precision, store_maps)
+            pts = None if points is None else torch.cat([points[d][t0:t0 + n] for d, t0, n in batch.pieces])
+            emb, fmap = _encode(s2_encoder, batch.frames, device, precision, store_maps, source.camera, pts)
             row = 0
             for demo, _t0, n in batch.pieces:  # pieces arrive in frame order within each demo
                 pending[demo]["data"].append(emb[row : row + n])
@@ -276,6 +280,24 @@ def _extract_demos(
             encoded += len(batch.frames)
             bar.update(len(batch.frames))
     return encoded
+
+
+def _demo_points(s2_encoder: Any, path: Path, demos: Sequence[str],
+                 device: torch.device) -> dict[str, torch.Tensor] | None:
+    """Per demo, the stored robot state a look-closer selector reads (None when it reads none)."""
+    if not needs_points(s2_encoder):
+        return None
+    key = s2_encoder.look_closer.point_key
+    with open_episodes(path) as ds:
+        return {d: selector_points(s2_encoder, ds.read_lowdim(d, [key]), device) for d in demos}
+
+
+def _selector_inputs_fingerprint(s2_encoder: Any, path: Path) -> str | None:
+    if not needs_points(s2_encoder):
+        return None
+    key = s2_encoder.look_closer.point_key
+    with open_episodes(path) as ds:
+        return points_fingerprint(s2_encoder, [ds.read_lowdim(d, [key]) for d in ds.episodes])
 
 
 def cache_folder(cache_root: str | Path, camera: str, key: str) -> Path:
@@ -325,8 +347,12 @@ def build_feature_cache(
             with contextlib.suppress(OSError):
                 root.rmdir()
         raise
+    identity = encoder_identity(s2_encoder)
+    selector_inputs = _selector_inputs_fingerprint(s2_encoder, src.path)
+    if selector_inputs is not None:  # look-closer crops follow the stored end-effector positions
+        identity["selector_inputs_sha256"] = selector_inputs
     key, inputs = feature_cache_key(
-        fingerprint, encoder_identity(s2_encoder), camera, src.frame_shape, src.kind, dtype, store_maps
+        fingerprint, identity, camera, src.frame_shape, src.kind, dtype, store_maps
     )
     folder = cache_folder(root, camera, key)
     stats = ExtractionStats()

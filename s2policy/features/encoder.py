@@ -18,15 +18,18 @@ def build_s2_encoder(encoder: str, weights: str = "pretrained", s2: Mapping[str,
     """`build_encoder(encoder, weights)` wrapped in `S2Encoder(**s2)`; every bad value -> one ConfigError.
 
     `s2` keys are S2Encoder keyword arguments (`scales`, `img_sizes`, `pool`, ...); None values are dropped so
-    config files can list every option.
+    config files can list every option. With `s2.selector` set it builds a look-closer encoder
+    (s2policy.look_closer; its options: LOOK_CLOSER_KEYS).
     """
     from .. import S2Encoder
     from ..encoders import build_encoder
+    from ..look_closer import LOOK_CLOSER_KEYS, LookCloserEncoder, split_s2_options
 
     s2 = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in (s2 or {}).items() if v is not None}
-    unknown = sorted(set(s2) - set(S2_OPTIONS))
+    unknown = sorted(set(s2) - set(S2_OPTIONS) - set(LOOK_CLOSER_KEYS))
     if unknown:
-        raise ConfigError(f"unknown s2 option(s) {unknown}: expected some of {list(S2_OPTIONS)}")
+        raise ConfigError(f"unknown s2 option(s) {unknown}: expected some of {list(S2_OPTIONS + LOOK_CLOSER_KEYS)}")
+    s2, look_closer = split_s2_options(s2)  # checks the look-closer options before any weights are loaded
     try:
         enc = build_encoder(encoder, weights=weights)
     except ConfigError:
@@ -34,6 +37,8 @@ def build_s2_encoder(encoder: str, weights: str = "pretrained", s2: Mapping[str,
     except (KeyError, ValueError) as e:
         raise ConfigError(f"cannot build encoder {encoder!r} (weights={weights!r}): {e}") from e
     try:
+        if look_closer is not None:
+            return LookCloserEncoder(enc, **s2, **{k: v for k, v in vars(look_closer).items() if v is not None})
         return S2Encoder(enc, **s2)
     except ConfigError:
         raise

@@ -59,9 +59,15 @@ def camera_feature_map(encoder: Any, frames: torch.Tensor) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], plan.grid[0] * side, plan.grid[1] * side)
 
 
-def camera_features(encoder: Any, frames: torch.Tensor, maps: bool) -> torch.Tensor:
-    """What a head consumes per camera: the pooled embedding (B, D), or the merged map flattened (B, C*h*w)."""
-    return camera_feature_map(encoder, frames).flatten(1) if maps else encoder.embed(frames)
+def camera_features(encoder: Any, frames: torch.Tensor, maps: bool, camera: str | None = None,
+                    points: torch.Tensor | None = None) -> torch.Tensor:
+    """What a head consumes per camera: the pooled embedding (B, D), or the merged map flattened (B, C*h*w).
+    `camera`, `points` (B, 3): what a look-closer gripper selector needs (s2policy.look_closer)."""
+    if maps:
+        return camera_feature_map(encoder, frames).flatten(1)
+    from ..look_closer import embed_frames
+
+    return embed_frames(encoder, frames, camera, points)
 
 
 def map_shape(encoder: Any, frame_shape: tuple[int, int]) -> tuple[int, int, int]:

@@ -24,6 +24,7 @@ from ..features.frames import frames_to_tensor, image_key
 from ..features.maps import camera_features
 from ..fileio import atomic_path, safetensors_load_safe
 from ..finite import nonfinite_summary
+from ..look_closer import selector_points
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
@@ -107,18 +108,28 @@ class Policy(nn.Module):
         return self.action_norm.mean.device
 
     # --- model-level API (normalised tensors) -------------------------------------------------------------------
-    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int | None = None) -> torch.Tensor:
+    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int | None = None,
+                      points: torch.Tensor | None = None) -> torch.Tensor:
         """{camera: uint8 (N, H, W, 3)} -> (N, feature_dim): every camera through the same frozen S2 encoder
         (pooled embeddings, or merged maps flattened for a spatial head), concatenated in `config.cameras` order (the
         order used for the cached features). `n`: the number of observations, needed only without frames
-        (encoder=none: no cameras, zero-width features)."""
+        (encoder=none: no cameras, zero-width features). `points` (N, 3): end-effector positions for a look-closer
+        gripper selector (`selector_points`)."""
         n = len(next(iter(frames.values()))) if frames else int(n or 0)
         feats = [torch.zeros(n, 0, device=self.device)]
         maps = uses_maps(self.config.head)  # a spatial head takes each camera's merged S2 map, flattened
         with torch.inference_mode(), autocast(self.device, self.config.precision):
-            feats += [camera_features(self.encoder, frames_to_tensor(frames[c], self.device), maps).float()
+            feats += [camera_features(self.encoder, frames_to_tensor(frames[c], self.device), maps, c, points).float()
                       for c in self.config.cameras]
         return torch.cat(feats, dim=-1)
+
+    def selector_points(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> torch.Tensor | None:
+        """End-effector positions (N, 3) a look-closer gripper selector reads from raw observations (see
+        `s2policy.look_closer.selector_points`); None for encoders that read no robot state."""
+        if not self.config.cameras:
+            return None
+        return selector_points(self.encoder, observations if isinstance(observations, Mapping) else
+                               list(observations), self.device)
 
     def predict_action_chunk(self, features: torch.Tensor, proprio: torch.Tensor,
                              prev_actions: torch.Tensor) -> torch.Tensor:
@@ -158,7 +169,9 @@ class Policy(nn.Module):
         # History heads need every step's features; a history-1 head only when it plans.
         encode_ids = list(range(n)) if self.history > 1 else needs
         if encode_ids:
-            feats = self.encode_frames({c: f[encode_ids] for c, f in frames.items()}, len(encode_ids))
+            points = self.selector_points(observations)  # look-closer: where the gripper is (None otherwise)
+            feats = self.encode_frames({c: f[encode_ids] for c, f in frames.items()}, len(encode_ids),
+                                       None if points is None else points[encode_ids])
             prop = self.proprio_norm.normalize(proprio[encode_ids])
             for j, i in enumerate(encode_ids):
                 self._history[i].append((feats[j], prop[j], self._prev_action[i]))

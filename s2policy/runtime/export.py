@@ -31,6 +31,7 @@ from ..errors import ConfigError, S2PolicyError
 from ..features.frames import frames_to_tensor, image_key
 from ..features.maps import camera_features
 from ..fileio import atomic_path, atomic_write_text
+from ..look_closer import needs_points, read_points
 from ..policy import ChunkExecutor, Policy, uses_maps
 from .report import StageTimes
 from .robot import EPISODE_KEY
@@ -56,11 +57,14 @@ class EncoderGraph(nn.Module):
         self.encoder = copy.deepcopy(policy.encoder)  # S2Encoder.plan casts traced sizes to ints itself
         self.proprio_norm = copy.deepcopy(policy.proprio_norm)
         self.maps = uses_maps(policy.config.head)  # spatial heads take the merged S2 maps, flattened
+        self.takes_points = needs_points(self.encoder)  # look-closer gripper: crops are placed inside the graph
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        *frames, proprio = inputs
+        points = inputs[-1] if self.takes_points else None
+        *frames, proprio = inputs[:-1] if self.takes_points else inputs
         feats = [proprio.new_zeros(proprio.shape[0], 0)]  # encoder=none: no cameras, zero-width features
-        feats += [camera_features(self.encoder, frames_to_tensor(f), self.maps) for f in frames]
+        feats += [camera_features(self.encoder, frames_to_tensor(f), self.maps, c, points)
+                  for c, f in zip(self.cameras, frames)]
         return torch.cat(feats, dim=-1), self.proprio_norm.normalize(proprio)
 
 
@@ -98,6 +102,7 @@ class ExportManifest:
     head_file: str
     task: str | None = None
     parity_max_abs_diff: float | None = None
+    points: list | None = None  # look-closer gripper: [obs key, index] of the end-effector x, y, z (an extra input)
 
 
 def export_policy(policy: Policy, out_dir: str | Path, fmt: str = "onnx",
@@ -122,10 +127,15 @@ def export_policy(policy: Policy, out_dir: str | Path, fmt: str = "onnx",
     t = policy.history
     enc_inputs = tuple(torch.zeros(1, *shapes[c], 3, dtype=torch.uint8) for c in cfg.cameras)
     enc_inputs += (torch.zeros(1, cfg.proprio_dim),)
+    points = None
+    if needs_points(policy.encoder):
+        points = [policy.encoder.look_closer.point_key, policy.encoder.look_closer.point_index]
+        enc_inputs += (torch.zeros(1, 3),)
     head_inputs = (torch.zeros(1, t, cfg.feature_dim), torch.zeros(1, t, cfg.proprio_dim),
                    torch.zeros(1, t, cfg.action_dim))
     suffix = ".onnx" if fmt == "onnx" else ".pt"
-    enc_names = ([f"frames_{c}" for c in cfg.cameras] + ["proprio"], ["features", "proprio_norm"])
+    enc_names = ([f"frames_{c}" for c in cfg.cameras] + ["proprio"] + (["points"] if points else []),
+                 ["features", "proprio_norm"])
     head_names = (["features", "proprio_norm", "prev_actions"], ["actions"])
     started = time.perf_counter()
     # Graphs are built from CPU copies: the caller's policy keeps its device.
@@ -137,7 +147,7 @@ def export_policy(policy: Policy, out_dir: str | Path, fmt: str = "onnx",
         horizon=policy.horizon, execution=cfg.execution, n_action_steps=cfg.n_action_steps,
         ensemble_decay=cfg.ensemble_decay, action_mean=policy.action_norm.mean.tolist(),
         action_std=policy.action_norm.std.tolist(), encoder_file=f"encoder{suffix}", head_file=f"head{suffix}",
-        task=cfg.task,
+        task=cfg.task, points=points,
     )
     atomic_write_text(out / MANIFEST, json.dumps(asdict(manifest), indent=2))
     log.info("exported %s graphs to %s in %.1f s", fmt, out, time.perf_counter() - started)
@@ -281,6 +291,8 @@ class ExportedPolicy:
         """One observation -> (features (F,), normalised proprio (P,)): the encoder graph."""
         m = self.manifest
         inputs = [self._frame(observation, c)[None] for c in m.cameras] + [self._proprio(observation)[None]]
+        if m.points:  # look-closer gripper selector: the end-effector position places the crops in the graph
+            inputs.append(read_points(observation, *m.points).numpy())
         feats, prop = self._encoder(inputs)
         return feats[0], prop[0]
 
@@ -350,6 +362,8 @@ def check_parity(policy: Policy, exported: ExportedPolicy, steps: int = 6, seed:
         obs: dict[str, Any] = {c: rng.integers(0, 256, size=(*m.frame_shapes[c], 3), dtype=np.uint8) for c in m.cameras}
         obs[m.proprio_keys[0]] = rng.normal(size=m.proprio_dim).astype(np.float32)
         obs |= {k: np.zeros(0, np.float32) for k in m.proprio_keys[1:]}
+        if m.points and m.points[0] not in obs:  # a look-closer point key that is not a proprio key
+            obs[m.points[0]] = rng.normal(size=int(m.points[1]) + 3).astype(np.float32)
         worst = max(worst, float(np.max(np.abs(exported.act(obs) - policy.act(obs)))))
     policy.reset()
     exported.reset()

@@ -109,7 +109,7 @@ class ChunkService:
         """(N, horizon, A) for requests whose frames share sizes."""
         policy = self.policy
         frames, proprio = policy.parse_observations([r.inputs for r in batch])
-        feats = policy.encode_frames(frames, len(batch))
+        feats = policy.encode_frames(frames, len(batch), policy.selector_points([r.inputs for r in batch]))
         prop = policy.proprio_norm.normalize(proprio)
         prev = np.zeros((len(batch), self.spec.action_dim), np.float32)
         given = np.array([r.prev_action is not None for r in batch])

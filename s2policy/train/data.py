@@ -21,6 +21,7 @@ from ..data import is_lerobot_path, open_episodes
 from ..device import autocast
 from ..errors import ConfigError, DatasetError
 from ..features import FeatureCache, frames_to_tensor
+from ..look_closer import embed_frames, needs_points, selector_points
 
 
 @dataclass
@@ -126,11 +127,20 @@ class EncodedFeatures:
         unique, inverse = torch.unique(idx, return_inverse=True)
         where = self.steps.locate(unique)
         feats = [torch.zeros(len(where), 0, device=self.device)]
+        points = self._points(where)
         for cam in self.cameras:
             frames = np.stack([self.dataset.read_frames(d, cam, [t])[0] for d, t in where])
             with torch.inference_mode(), autocast(self.device, self.precision):
-                feats.append(self.encoder.embed(frames_to_tensor(frames, self.device)).float())
+                feats.append(embed_frames(self.encoder, frames_to_tensor(frames, self.device), cam, points).float())
         return torch.cat(feats, dim=1).clone()[inverse.to(self.device)]
+
+    def _points(self, where: Sequence[tuple[str, int]]) -> torch.Tensor | None:
+        """The stored end-effector positions (M, 3) a look-closer gripper selector reads at these steps, or None."""
+        if not needs_points(self.encoder):
+            return None
+        key = self.encoder.look_closer.point_key
+        episodes = {d: self.dataset.read_lowdim(d, [key])[key] for d in {d for d, _ in where}}
+        return selector_points(self.encoder, [{key: episodes[d][t]} for d, t in where], self.device)
 
     def close(self) -> None:
         self.dataset.close()

@@ -23,6 +23,7 @@ from ..config import TrainRun, load, to_dict
 from ..device import autocast
 from ..errors import ConfigError
 from ..features import build_s2_encoder
+from ..look_closer import resolve_camera_models
 from ..policy import Policy
 from .checkpoint import load_train_state, read_run_config, read_train_state, save_train_state
 from .data import batch_indices, gather_windows, load_steps
@@ -55,6 +56,8 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
     resume_from = _checkpoint_to_resume(cfg, out_dir)
 
     # --- data and frozen features ---
+    # look-closer's camera models, before any work; kept in the run config and the policy checkpoint
+    cfg.s2.camera_models = resolve_camera_models(cfg.s2.encoder_kwargs(), vars(cfg.task)).get("camera_models")
     encoder = build_s2_encoder(cfg.encoder.name, cfg.encoder.weights, cfg.s2.encoder_kwargs()).to(dist.device)
     check_head_inputs(cfg)
     dataset = ensure_dataset(cfg, dist)
