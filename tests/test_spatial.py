@@ -162,7 +162,8 @@ def test_maps_that_do_not_fit_float16_are_refused(dataset, tmp_path, monkeypatch
     s2 = build_s2_encoder("tiny_cnn", "random", {"scales": [1]})
     monkeypatch.setattr(maps_module, "_encode_maps",
                         lambda enc, frames, *a: np.full((len(frames), 16, 8, 8), 1e6, np.float32))
-    with pytest.raises(DatasetError, match=r"camera 'agentview', demo demo_0 steps 0\.\.6: .*float16"):
+    with pytest.raises(DatasetError,
+                       match=r"camera 'agentview', demo demo_0 steps 0\.\.6: .*float16 \(max \|x\| 1e\+06\)"):
         build_map_cache(dataset, "agentview", s2, cache_root=tmp_path)
     assert not list(tmp_path.glob("*/manifest.json"))
 
