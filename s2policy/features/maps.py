@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..device import autocast, select_device
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..fileio import atomic_write_text
-from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, _manifest_matches, default_cache_root
+from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, default_cache_root
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
@@ -256,6 +256,14 @@ def _extract_maps(s2_encoder: Any, source: FrameSource, demos: Sequence[str], le
     return encoded
 
 
+def _finished(folder: Path, key: str) -> bool:
+    """A finished map cache of `key`: its manifest is readable and ours, and every part it lists is present."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return manifest["key"] == key and all((folder / part).is_file() for part, _ in manifest["demos"].values())
+    return False
+
+
 def build_map_cache(
     dataset_path: str | Path,
     camera: str,
@@ -285,7 +293,7 @@ def build_map_cache(
                                 src.frame_shape, src.kind, shape)
     folder = map_cache_folder(root, camera, key)
     stats = ExtractionStats()
-    if _manifest_matches(folder, key):
+    if _finished(folder, key):
         stats.reused = True
         log.info("reusing map cache %s", folder)
         return MapCache(folder), stats
