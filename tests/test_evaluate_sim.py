@@ -111,15 +111,12 @@ def test_study_runs_vision_and_camera_free_controls_and_publishes_raw_records(tr
     """The study driver end to end on real lift demos: a tiny vision policy, the same with a spatial head, and the
     privileged control (no camera: the env renders nothing), each trained, evaluated, published (summary +
     per-episode records) and reported; a second run reuses every stage."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+    from s2policy.config import compose
     from s2policy.report import write_report
-    from s2policy.study import CONFIGS, run_study
+    from s2policy.study import run_study
 
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="study"), resolve=True)
-    assert cfg["configurations"]["privileged"] == ["task.cameras=[]", "task.proprio_keys=[proprio,object]"]
+    cfg = compose("study")
+    assert cfg["configurations"]["privileged"] == ["encoder=none", "task.proprio_keys=[proprio,object]"]
     cfg.update(study_dir=str(tmp_path / "study"), publish_dir=str(tmp_path / "published"), progress=False,
                dataset=str(trained_run.parent / "demos.hdf5"), seeds=[0], only=["vision", "spatial", "privileged"],
                train_overrides=["train.steps=5", "train.progress=false", "train.tensorboard=false",

@@ -24,8 +24,9 @@ def write_tiny_checkpoint(path: Path, head: str = "mlp", execution: str = "reced
                           encoder: str = "tiny_cnn", scales: tuple[int, ...] = (1, 2), seed: int = 0,
                           proprio_dim: int = PROPRIO_DIM, action_dim: int = ACTION_DIM, task: str | None = None,
                           grid: int = 0) -> Path:
-    """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint.
-    A spatial head sees the S2 map of 64 x 64 frames merged to the grid of scale `grid` (resize_output_to_idx)."""
+    """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint;
+    encoder="none" gives a camera-free one. A spatial head sees the S2 map of 64 x 64 frames merged to the grid of
+    scale `grid` (resize_output_to_idx)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     s2 = {"scales": list(scales)} | ({"resize_output_to_idx": grid} if head == "spatial" else {})
@@ -36,7 +37,8 @@ def write_tiny_checkpoint(path: Path, head: str = "mlp", execution: str = "reced
         feature_dim, head_kwargs = math.prod(shape), SpatialOptions(num_keypoints=4, hidden=(16,),
                                                                     horizon=3).head_kwargs(shape)
     config = PolicyConfig(
-        encoder=encoder, weights="random", s2=s2, cameras=["agentview"], proprio_keys=["proprio"],
+        encoder=encoder, weights="random", s2=s2, cameras=[] if encoder == "none" else ["agentview"],
+        proprio_keys=["proprio"],
         proprio_dim=proprio_dim, action_dim=action_dim, feature_dim=feature_dim, head=head, task=task,
         head_kwargs=head_kwargs, camera_size=64, execution=execution,
         n_action_steps=n_action_steps if head != "mlp" else 1,

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from s2policy.config import TrainRun, compose, load
 from s2policy.data import DemoWriter
 from s2policy.errors import ConfigError, DatasetError
 from s2policy.features import build_s2_encoder, frames_to_tensor
@@ -31,10 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_config(*overrides: str) -> dict:
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
-    cfg.pop("hydra", None)
-    return cfg
+    return compose("config", list(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +82,7 @@ def test_spatial_options_are_checked_before_any_work(tmp_path):
         SpatialOptions.from_config({"name": "spatial", "num_keypoints": 0})
     assert SpatialOptions.from_config(run_config("policy=spatial")["policy"]) == SpatialOptions()
     with pytest.raises(ConfigError, match="needs a camera"):
-        check_head_inputs(run_config("policy=spatial", "task.cameras=[]"))
+        check_head_inputs(load(TrainRun, run_config("policy=spatial", "encoder=none")))
     missing = tmp_path / "never-created.hdf5"
     with pytest.raises(ConfigError, match="features.cache=true"):
         train(run_config("policy=spatial", "encoder=tiny_cnn", "features.cache=false", f"dataset={missing}",
@@ -262,15 +258,14 @@ def test_spatial_policy_runs_in_the_robot_loop(tmp_path):
 
 
 def test_spatial_study_config_composes_every_configuration():
-    from s2policy.study import CONFIGS, compose_train_config
+    from s2policy.study import compose_train_config
 
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="study_spatial"), resolve=True)
+    cfg = compose("study_spatial")
     heads = {}
     for name in cfg["only"]:
         run = compose_train_config([f"policy={cfg['policy']['name']}", *cfg["configurations"][name]])
-        heads[name] = (run["policy"]["name"], run["s2"]["img_sizes"], run["s2"]["resize_output_to_idx"])
-        if run["policy"]["name"] == "spatial":
+        heads[name] = (run.policy.name, run.s2.img_sizes, run.s2.resize_output_to_idx)
+        if run.policy.name == "spatial":
             check_head_inputs(run)
     assert heads == {"base": ("mlp", [224], 0), "base_s2": ("mlp", [224, 448], 0),
                      "base_spatial": ("spatial", [224], 0), "base_s2_spatial": ("spatial", [224, 448], 0),

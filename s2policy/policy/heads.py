@@ -8,7 +8,6 @@ time only the last position is used. `prev_actions[:, t]` is the action executed
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -69,7 +68,9 @@ class TransformerHead(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, horizon * action_dim))
-        self.register_buffer("causal_mask", torch.triu(torch.full((history, history), -math.inf), diagonal=1))
+        # bool (True = may not attend): same attention as a -inf float mask, and every saved tensor stays finite, so
+        # checkpoints can be refused for any NaN/inf. Older files' float masks load into it unchanged (-inf -> True).
+        self.register_buffer("causal_mask", torch.ones(history, history, dtype=torch.bool).triu(1))
 
     def forward(self, features: torch.Tensor, proprio: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
         b, t = features.shape[:2]

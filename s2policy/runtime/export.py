@@ -59,7 +59,8 @@ class EncoderGraph(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *frames, proprio = inputs
-        feats = [camera_features(self.encoder, frames_to_tensor(f), self.maps) for f in frames]
+        feats = [proprio.new_zeros(proprio.shape[0], 0)]  # encoder=none: no cameras, zero-width features
+        feats += [camera_features(self.encoder, frames_to_tensor(f), self.maps) for f in frames]
         return torch.cat(feats, dim=-1), self.proprio_norm.normalize(proprio)
 
 
@@ -261,24 +262,39 @@ class ExportedPolicy:
         encode = head = 0.0
         needs = self.executor.needs_chunk(0)
         if needs or m.history > 1:  # history heads need every step's features, as in Policy.act
-            inputs = [self._frame(observation, c)[None] for c in m.cameras] + [self._proprio(observation)[None]]
             t0 = time.perf_counter()
-            feats, prop = self._encoder(inputs)
+            feats, prop = self.encode(observation)
             encode = time.perf_counter() - t0
-            self._history.append((feats[0], prop[0], self._prev_action))
+            self._history.append((feats, prop, self._prev_action))
         if needs:
-            steps = list(self._history)
-            steps = [steps[0]] * (m.history - len(steps)) + steps
-            window = [np.stack(x)[None].astype(np.float32) for x in zip(*steps)]
             t0 = time.perf_counter()
-            (chunk,) = self._head(window)
+            chunk = self.plan(self._history)
             head = time.perf_counter() - t0
-            self.executor.add_chunk(0, chunk[0])
+            self.executor.add_chunk(0, chunk)
         action = np.asarray(self.executor.pop(0), np.float32)
-        self._prev_action = (action - self._mean) / self._std
+        self._prev_action = self.normalize_action(action)
         total = time.perf_counter() - start
         self.last_times = StageTimes(preprocess=max(total - encode - head, 0.0), encode=encode, head=head)
         return action
+
+    def encode(self, observation: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """One observation -> (features (F,), normalised proprio (P,)): the encoder graph."""
+        m = self.manifest
+        inputs = [self._frame(observation, c)[None] for c in m.cameras] + [self._proprio(observation)[None]]
+        feats, prop = self._encoder(inputs)
+        return feats[0], prop[0]
+
+    def plan(self, steps: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """The last steps [(features, normalised proprio, normalised previous action), ...] -> the chunk
+        (horizon, A) predicted at the last one: the head graph (steps before the first repeat it, as in training)."""
+        steps = list(steps)
+        steps = [steps[0]] * (self.manifest.history - len(steps)) + steps
+        window = [np.stack(x)[None].astype(np.float32) for x in zip(*steps)]
+        (chunk,) = self._head(window)
+        return chunk[0]
+
+    def normalize_action(self, action: np.ndarray) -> np.ndarray:
+        return ((action - self._mean) / self._std).astype(np.float32)
 
     def _frame(self, observation: Mapping[str, Any], camera: str) -> np.ndarray:
         key = next((k for k in (camera, image_key(camera)) if k in observation), None)
