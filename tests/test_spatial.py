@@ -81,6 +81,10 @@ def test_spatial_options_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"policy.num_keypoints=0: expected a positive int"):
         SpatialOptions.from_config({"name": "spatial", "num_keypoints": 0})
     assert SpatialOptions.from_config(run_config("policy=spatial")["policy"]) == SpatialOptions()
+    for override, message in [("policy.num_keypoints=0", r"policy.num_keypoints=0: expected a positive int"),
+                              ("policy.map_shape=[1,2,3,4]", r"policy.map_shape=\[1,2,3,4\]: no such option")]:
+        with pytest.raises(ConfigError, match=message):  # the typed run config checks them when it is loaded
+            load(TrainRun, run_config("policy=spatial", override))
     with pytest.raises(ConfigError, match="needs a camera"):
         check_head_inputs(load(TrainRun, run_config("policy=spatial", "encoder=none")))
     missing = tmp_path / "never-created.hdf5"
