@@ -35,8 +35,7 @@ LITE0_S2 = {"scales": None, "img_sizes": [224, 448]}
 
 def run_config(dataset: Path, out_dir: Path, encoder: str, weights: str, s2: dict, camera_size: int, head: str,
                grid: int, steps: int, batch_size: int) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from s2policy.config import compose
 
     sizes = str(s2["img_sizes"]).replace(" ", "")
     overrides = [f"dataset={dataset}", f"out_dir={out_dir}", f"encoder={encoder}", f"encoder.weights={weights}",
@@ -44,10 +43,7 @@ def run_config(dataset: Path, out_dir: Path, encoder: str, weights: str, s2: dic
                  f"task.camera_size={camera_size}", f"policy={head}", f"train.steps={steps}",
                  f"train.batch_size={batch_size}", "train.progress=false", "train.tensorboard=false",
                  f"train.val_every={10**9}", f"train.checkpoint_every={10**9}", f"train.warmup_steps={steps}"]
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
-    cfg.pop("hydra", None)
-    return cfg
+    return compose("config", overrides)
 
 
 def steps_per_second(cfg: dict, skip: int) -> float:
