@@ -79,15 +79,16 @@ def ensure_dataset(cfg: Mapping[str, Any], stages: StageLog) -> Path:
     """cfg.dataset, or the study's own demos (collected once)."""
     if cfg.get("dataset"):
         return Path(cfg["dataset"])
+    import envs
+
     c = cfg["collect"]
     path = Path(cfg["study_dir"]) / "demos.hdf5"
+    variation = envs.task_variation(cfg["task"], c.get("variation"))  # checked before anything runs
 
     def collect() -> None:
-        import envs
-
         summary = envs.collect_demos(cfg["task"]["name"], c["num_demos"], str(path), camera_size=c["camera_size"],
                                      seed=c["seed"], workers=c["workers"], progress=cfg.get("progress", True),
-                                     **c.get("variation", {}))
+                                     **variation)
         log.info("collected %s", summary)
 
     stages.run("collect", path.is_file, collect)

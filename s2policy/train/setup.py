@@ -46,7 +46,7 @@ def ensure_dataset(cfg: Mapping[str, Any], dist: DistInfo) -> Path:
 
         log.info("no dataset given: collecting %d %s demos into %s", c["num_demos"], task["name"], path)
         envs.collect_demos(task["name"], c["num_demos"], str(path), camera_size=size, seed=c["seed"],
-                           workers=c["workers"], cameras=list(task["cameras"]))
+                           workers=c["workers"], cameras=list(task["cameras"]), **envs.task_variation(task))
     barrier()
     return path
 
