@@ -31,8 +31,7 @@ from s2policy.train.synthetic import write_synthetic_demos  # noqa: E402
 
 def run_config(dataset: Path, out_dir: Path, encoder: str, weights: str, s2: dict, camera_size: int,
                steps: int, batch_size: int, cache: bool) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from s2policy.config import compose
 
     overrides = [f"dataset={dataset}", f"out_dir={out_dir}", f"encoder={encoder}", f"encoder.weights={weights}",
                  f"s2.scales={s2.get('scales')}".replace(" ", "").replace("None", "null"),
@@ -40,10 +39,7 @@ def run_config(dataset: Path, out_dir: Path, encoder: str, weights: str, s2: dic
                  f"task.camera_size={camera_size}", "policy=mlp", f"train.steps={steps}",
                  f"train.batch_size={batch_size}", f"features.cache={str(cache).lower()}", "train.progress=false",
                  "train.tensorboard=false", f"train.val_every={10**9}", f"train.checkpoint_every={10**9}"]
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
-    cfg.pop("hydra", None)
-    return cfg
+    return compose("config", overrides)
 
 
 def training_rate(cfg: dict, skip: int) -> float:

@@ -17,4 +17,5 @@ from .rerender import rerender  # noqa: E402
 
 register_gym_envs()
 
-__all__ = ["TASKS", "TaskSpec", "collect_demos", "get_task", "make_env", "make_expert", "rerender", "task_variation"]
+__all__ = ["TASKS", "TaskSpec", "collect_demos", "get_task", "make_env", "make_expert", "rerender",
+           "task_variation"]

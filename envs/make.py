@@ -22,11 +22,13 @@ def check_variation(spec: TaskSpec, variation: dict[str, Any]) -> None:
         parse_knobs(spec.name, variation)
 
 
-def task_variation(task_cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The env keywords for a task config group (configs/task/<task>.yaml): its `variation` block with `overrides`
-    (e.g. a study's collect.variation) on top, checked. The one place configs turn into task knobs."""
-    variation = {**(task_cfg.get("variation") or {}), **(overrides or {})}
-    check_variation(get_task(task_cfg["name"]), variation)
+def task_variation(task: str, defaults: Mapping[str, Any] | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The make_env keywords of `task`: its config's knobs (task.variation, declared in configs/task/<task>.yaml)
+    with `overrides` (collect.variation) on top, checked so a bad knob fails before any work. The one place configs
+    turn into task knobs."""
+    variation = {**(defaults or {}), **(overrides or {})}
+    check_variation(get_task(task), variation)
     return variation
 
 

@@ -5,17 +5,23 @@
     features = enc.embed(frames)   # (B, 3, H, W) floats in [0, 1] -> (B, 1280 * 2)
 """
 
-from .s2 import multiscale_forward
-from .s2_encoder import S2Encoder
-
 __version__ = "0.1.0"
 __all__ = ["S2Encoder", "multiscale_forward", "build_encoder", "__version__"]
 
 
 def __getattr__(name: str):
-    # The encoder zoo pulls in timm/torchvision; load it on first use.
+    # Loaded on first use: torch (and the encoder zoo's timm/torchvision) must not be imported by the robot client
+    # (s2policy.runtime.client), which runs on computers without them.
     if name == "build_encoder":
         from .encoders import build_encoder
 
         return build_encoder
+    if name == "S2Encoder":
+        from .s2_encoder import S2Encoder
+
+        return S2Encoder
+    if name == "multiscale_forward":
+        from .s2 import multiscale_forward
+
+        return multiscale_forward
     raise AttributeError(f"module 's2policy' has no attribute {name!r}")

@@ -15,3 +15,15 @@ class CheckpointError(S2PolicyError):
 
 class DatasetError(S2PolicyError):
     """A demonstration file is malformed (missing group, wrong dtype or shape, out-of-range actions, ...)."""
+
+
+class TrainingDivergedError(S2PolicyError):
+    """Training produced a non-finite loss or gradient; the run stopped before the bad step touched any weight."""
+
+
+class DiskFullError(S2PolicyError, OSError):
+    """A write failed for lack of space (ENOSPC, a quota, or a file-size limit); the previous files are intact."""
+
+
+class CacheError(S2PolicyError):
+    """A feature cache is damaged (a shard truncated or not matching its checksum) or would hold non-finite values."""

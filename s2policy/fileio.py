@@ -7,12 +7,20 @@ crash or Ctrl-C leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DiskFullError
+
+log = logging.getLogger(__name__)
+
+#: errno values meaning "no room for this write": a full disk, a quota, a file-size limit (ulimit -f).
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _default_file_mode() -> int:
@@ -20,6 +28,11 @@ def _default_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def _default_dir_mode() -> int:
+    # mkdtemp creates 0700 folders; a finished output folder gets the mode a plain mkdir() would give it.
+    return _default_file_mode() | ((_default_file_mode() & 0o444) >> 2)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -57,9 +70,85 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if not isinstance(e, DiskFullError):
+            raise_if_out_of_space(e, path, "the previous file (if any) is untouched")
+        raise
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """True for a write refused for lack of room. HDF5 (RuntimeError) and safetensors (SafetensorError) report it in
+    their message only, so the text is checked too."""
+    if isinstance(error, DiskFullError):
+        return True  # translated by a lower layer; an upper one may say more about what was kept
+    if isinstance(error, OSError) and error.errno in _OUT_OF_SPACE:
+        return True
+    text = str(error)
+    return isinstance(error, Exception) and any(
+        os.strerror(code) in text or f"errno = {code}," in text or f"os error {code})" in text for code in _OUT_OF_SPACE
+    )
+
+
+def raise_if_out_of_space(error: BaseException, path: str | os.PathLike, kept: str) -> None:
+    """Re-raise an out-of-space `error` as one DiskFullError naming `path`, the free space and what was kept."""
+    if not is_out_of_space(error):
+        return
+    if isinstance(error, DiskFullError) and error.__cause__ is not None:
+        error = error.__cause__
+    folder = Path(path).parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    raise DiskFullError(
+        f"no space left writing {path} ({free} on its filesystem, or a quota / file-size limit was hit): {kept}. "
+        "Free some space (or write elsewhere) and run the same command again."
+    ) from error
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, what: str = "") -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `lock_file` for the block, waiting for other processes that hold
+    it. The kernel drops the lock if the holder dies, so a killed process never leaves a stale lock behind."""
+    import fcntl
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process %s (lock %s)", what or "holding", lock_file)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success its files are fsync'ed and it is renamed to `path` (which
+    must not exist), on error it is removed. For outputs made of many files, e.g. a LeRobot dataset folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(f, _default_file_mode())
+            else:
+                os.chmod(f, _default_dir_mode())
+        os.chmod(tmp, _default_dir_mode())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -51,15 +51,21 @@ class Configuration:
     encoder_params: int
     gmacs_per_frame: float
     runs: list[dict] = field(default_factory=list)
+    map_size: int | None = None  # spatial heads: image size of the S2 scale whose grid the map is merged to
+
+    @property
+    def head_label(self) -> str:
+        """"mlp head", or for a head on S2 maps the grid it sees: "spatial head (448 grid)"."""
+        return f"{self.head} head" + (f" ({self.map_size} grid)" if self.map_size else "")
 
     @property
     def label(self) -> str:
         if not self.cameras:  # a control that sees no image: what it gets instead is the configuration
-            return f"no image: {'+'.join(self.inputs)}"
+            return f"no image: {'+'.join(self.inputs)}, {self.head_label}"
         scales = (f"S2 {'+'.join(str(s) for s in self.img_sizes)}" if len(self.img_sizes) > 1
                   else f"{self.img_sizes[0]}px")
         extra = [k for k in self.inputs if k != "proprio"]
-        return f"{self.encoder} {scales}" + (f" +{'+'.join(extra)}" if extra else "")
+        return f"{self.encoder} {scales}" + (f" +{'+'.join(extra)}" if extra else "") + f", {self.head_label}"
 
     @property
     def pooled(self) -> SuccessRate:
@@ -120,16 +126,28 @@ def pool_runs(summaries: Sequence[dict]) -> list[Configuration]:
         seen.add(ident)
         p, ev = s["policy"], s["eval"]
         weights = p["weights"] if p["weights"] in ("pretrained", "random") else "file"
+        map_size = _map_size(p)
         key = json.dumps([s["task"], p["encoder"], weights, p["img_sizes"], p["camera_size"], p["cameras"],
-                          p["head"], p["proprio_keys"], ev.get("variation", {})], sort_keys=True)
+                          p["head"], p["proprio_keys"], ev.get("variation", {})]
+                         + ([map_size] if map_size else []), sort_keys=True)
         if key not in groups:
             groups[key] = Configuration(s["task"], p["encoder"], weights, list(p["img_sizes"]),
                                         list(p["camera_size"]), list(p["cameras"]), p["head"],
                                         list(p["proprio_keys"]),
                                         dict(ev.get("variation", {})), int(s["cost"]["encoder_params"]),
-                                        float(s["cost"]["gmacs_per_frame"]))
+                                        float(s["cost"]["gmacs_per_frame"]), map_size=map_size)
         groups[key].runs.append(s)
     return list(groups.values())
+
+
+def _map_size(policy: dict) -> int | None:
+    """For a head on S2 maps, the image size of the scale whose grid the maps are merged to (s2's
+    resize_output_to_idx indexes the image sizes as given); None for pooled heads."""
+    from .policy import uses_maps
+
+    if not uses_maps(policy["head"]) or not policy["img_sizes"]:
+        return None
+    return int(policy["img_sizes"][int(policy.get("s2", {}).get("resize_output_to_idx", 0))])
 
 
 def _pct(x: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Sequence
 
 import torch
@@ -12,7 +13,7 @@ from .errors import ConfigError
 from .flops import count_gmacs, count_params
 from .s2 import ScalePlan, merge_scales, plan_scales, run_scales
 
-POOLS = ("default", "cls", "mean")
+POOLS = ("default", "cls", "mean", "map")
 # Crops per backbone call: small CPU batches stay in cache (benchmarks/s2_speed.py); GPUs want big ones.
 CPU_CROP_BATCH = 4
 ACCELERATOR_CROP_BATCH = 64
@@ -28,7 +29,8 @@ class S2Encoder(nn.Module):
             images of 224 and 448 px, whatever the camera resolution. Default (1, 2).
         img_sizes: absolute image sides instead of `scales` (an int is the shorter side of a non-square frame).
             Every declared size must be a multiple of the native size: crops are always exactly native-sized.
-        pool: per-scale embedding: "default" (CLS for encoders with a prefix token, else mean), "cls" or "mean".
+        pool: per-scale embedding: "default" (the encoder's own `default_pool`: CLS for encoders with a prefix token,
+            the attention-pooling head for SigLIP, else mean), "cls", "mean" or "map" (the encoder's pooling head).
         resize_output_to_idx: which scale's grid `feature_map` uses (index into the scales as given; -1 = largest).
         antialias: low-pass filter when a scale is smaller than the frame (feed a real high-res frame).
         fit: "resize" (default) rounds a non-square frame's axes to whole crops; "exact" raises instead.
@@ -70,6 +72,10 @@ class S2Encoder(nn.Module):
             raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
         if pool == "cls" and not encoder.num_prefix_tokens:
             raise ConfigError(f"pool='cls' needs an encoder with a CLS token; {getattr(encoder, 'name', '?')} has none")
+        own_pool = getattr(encoder, "default_pool", "cls" if encoder.num_prefix_tokens else "mean")
+        if pool == "map" and own_pool != "map":
+            name = getattr(encoder, "name", "?")
+            raise ConfigError(f"pool='map' needs an encoder with an attention-pooling head; {name} has none")
         if not -len(img_sizes) <= resize_output_to_idx < len(img_sizes):
             raise ConfigError(f"resize_output_to_idx={resize_output_to_idx} is out of range for {len(img_sizes)} scales")
         if fit not in ("exact", "resize"):
@@ -78,7 +84,7 @@ class S2Encoder(nn.Module):
             raise ConfigError(f"crop_batch_size must be a positive int, 'auto' or None, got {crop_batch_size!r}")
         self.encoder = encoder
         self.img_sizes = img_sizes
-        self.pool = "cls" if pool == "default" and encoder.num_prefix_tokens else ("mean" if pool == "default" else pool)
+        self.pool = own_pool if pool == "default" else pool
         self.resize_output_to_idx = resize_output_to_idx
         self.antialias = antialias
         self.fit = fit
@@ -133,7 +139,7 @@ class S2Encoder(nn.Module):
 
     @functools.cached_property
     def _native_gmacs(self) -> float:
-        p = next(self.encoder.parameters(), None)
+        p = next(itertools.chain(self.encoder.parameters(), self.encoder.buffers()), None)
         x = torch.zeros(1, 3, self.native_size, self.native_size, device=p.device if p is not None else "cpu")
         return count_gmacs(self.encoder, x)
 
@@ -165,7 +171,8 @@ class S2Encoder(nn.Module):
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, embed_dim * num_scales): per-scale canonical embeddings, in scale order.
 
-        CLS pooling averages the crops' CLS tokens (the reference's prefix-token merge); mean pooling averages all
+        CLS pooling averages the crops' CLS tokens (the reference's prefix-token merge); "map" averages the crops'
+        attention-pooled embeddings (SigLIP) the same way; mean pooling averages all
         spatial positions of all crops (= global average of the stitched map). With one scale at native size this
         equals `encoder.embed`.
         """
@@ -181,6 +188,8 @@ class S2Encoder(nn.Module):
             return out.mean(dim=(2, 3))
         if self.pool == "cls":
             return out[:, 0]
+        if self.pool == "map":
+            return self.encoder.pool(out)
         return out[:, self.encoder.num_prefix_tokens:].mean(dim=1)
 
     def feature_map(self, frames: torch.Tensor) -> torch.Tensor:

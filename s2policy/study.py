@@ -5,7 +5,7 @@ files (an unfinished training run is resumed), evaluations whose summary matches
 re-running the same command after an interruption continues where it stopped. Stage wall times are recorded in
 <study_dir>/stages.json.
 
-    python -m s2policy.study task=lift seeds=[0,1,2]        # config: configs/study.yaml
+    s2policy-study task=lift seeds=[0,1,2]        # = python -m s2policy.study; config: configs/study.yaml
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
+from .config import StudyConfig, TrainRun, compose, load
 from .evaluate import EPISODES_FILE, SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
 from .evaluate.checkpoint_info import POLICY_FILE, TRAIN_STATE_FILE, file_sha256
-from .errors import ConfigError
 from .fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class StageLog:
@@ -46,20 +46,9 @@ class StageLog:
         atomic_write_text(self.path, json.dumps(self.stages, indent=1) + "\n")
 
 
-def compose_train_config(overrides: Sequence[str]) -> dict[str, Any]:
-    """The run config train_policy.py would build from `overrides` (configs/config.yaml + groups), as a plain dict."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (the study CLI): same config folder
-        cfg = compose(config_name="config", overrides=list(overrides))
-    else:
-        with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides))
-    run = OmegaConf.to_container(cfg, resolve=True)
-    run.pop("hydra", None)
-    return run
+def compose_train_config(overrides: Sequence[str]) -> TrainRun:
+    """The typed run config train_policy.py would build from `overrides` (configs/config.yaml + groups)."""
+    return load(TrainRun, compose("config", overrides))
 
 
 def evaluation_matches(summary_path: Path, policy_file: Path, settings: EvalSettings) -> bool:
@@ -75,70 +64,67 @@ def evaluation_matches(summary_path: Path, policy_file: Path, settings: EvalSett
         return False
 
 
-def ensure_dataset(cfg: Mapping[str, Any], stages: StageLog) -> Path:
-    """cfg.dataset, or the study's own demos (collected once)."""
-    if cfg.get("dataset"):
-        return Path(cfg["dataset"])
+def study_dataset(cfg: StudyConfig, stages: StageLog) -> Path:
+    """cfg.dataset, or the study's own demos in <study_dir>/demos.hdf5 (collected once, as a stage)."""
+    if cfg.dataset:
+        return Path(cfg.dataset)
     import envs
 
-    c = cfg["collect"]
-    path = Path(cfg["study_dir"]) / "demos.hdf5"
-    variation = envs.task_variation(cfg["task"], c.get("variation"))  # checked before anything runs
+    path = Path(cfg.study_dir) / "demos.hdf5"
+    c = cfg.collect
+    variation = envs.task_variation(cfg.task.name, cfg.task.variation, c.variation)  # checked before any work
 
     def collect() -> None:
-        summary = envs.collect_demos(cfg["task"]["name"], c["num_demos"], str(path), camera_size=c["camera_size"],
-                                     seed=c["seed"], workers=c["workers"], progress=cfg.get("progress", True),
-                                     **variation)
+        summary = envs.collect_demos(cfg.task.name, c.num_demos, str(path), camera_size=c.camera_size, seed=c.seed,
+                                     workers=c.workers, progress=cfg.progress, **variation)
         log.info("collected %s", summary)
 
     stages.run("collect", path.is_file, collect)
     return path
 
 
-def run_study(cfg: Mapping[str, Any], on_result: Callable[[str, dict], None] | None = None) -> dict[str, Path]:
-    """Run (or continue) the study described by `cfg` (configs/study.yaml composed, as a dict: `task` and `policy`
-    are the training config groups' contents); returns the report paths. `on_result(run name, summary)` sees each
-    run's evaluation; `cfg.progress` shows progress bars."""
+def run_study(cfg: StudyConfig | Mapping[str, Any], on_result: Callable[[str, dict], None] | None = None,
+              ) -> dict[str, Path]:
+    """Run (or continue) the study described by `cfg` (a StudyConfig, or configs/study.yaml composed as a dict);
+    returns the report paths. `on_result(run name, summary)` sees each run's evaluation; `cfg.progress` shows
+    progress bars."""
     from .report import write_report
 
-    configurations = cfg["configurations"]
-    unknown = sorted(set(cfg.get("only") or []) - set(configurations))
-    if unknown:
-        raise ConfigError(f"only={unknown}: no such configuration; defined: {sorted(configurations)}")
-    study_dir = Path(cfg["study_dir"])
+    cfg = load(StudyConfig, cfg)
+    study_dir = Path(cfg.study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     stages = StageLog(study_dir / "stages.json")
-    dataset = ensure_dataset(cfg, stages)
-    task = cfg["task"]["name"]
-    settings = EvalSettings(**{**dict(cfg["eval"]), "dataset": str(dataset), "task": task})
+    dataset = study_dataset(cfg, stages)
+    task = cfg.task.name
+    settings = replace(cfg.eval, dataset=str(dataset), task=task)
     evaluations = []
-    for name, overrides in configurations.items():
-        if cfg.get("only") and name not in cfg["only"]:
+    for name, overrides in cfg.configurations.items():
+        if cfg.only and name not in cfg.only:
             continue
-        for seed in cfg["seeds"]:
+        for seed in cfg.seeds:
             run_dir = study_dir / "runs" / name / f"seed{seed}"
-            train_overrides = [f"task={task}", f"dataset={dataset}", f"policy={cfg['policy']['name']}",
+            train_overrides = [f"task={task}", f"dataset={dataset}", f"policy={cfg.policy.name}",
                                f"seed={seed}", f"out_dir={run_dir}",
                                # one frame size for every configuration (stored, or re-rendered from a given dataset)
-                               f"task.camera_size={cfg['collect']['camera_size']}",
-                               *overrides, *cfg.get("train_overrides", [])]
+                               f"task.camera_size={cfg.collect.camera_size}",
+                               *overrides, *cfg.train_overrides]
             _train_stage(f"train {name} seed{seed}", run_dir, train_overrides, stages)
             policy_file = resolve_policy_file(run_dir)
             out = run_dir / "eval"
             stages.run(f"eval {name} seed{seed}", lambda: evaluation_matches(out / SUMMARY_FILE, policy_file, settings),
                        lambda: _evaluate_with_progress(policy_file, out, settings, f"eval {name} seed{seed}",
-                                                       cfg.get("progress", True)))
+                                                       cfg.progress))
             evaluations.append(out)
-            if cfg.get("publish_dir"):
-                publish_evaluation(out, Path(cfg["publish_dir"]) / name / f"seed{seed}")
+            if cfg.publish_dir:
+                publish_evaluation(out, Path(cfg.publish_dir) / name / f"seed{seed}")
             if on_result is not None:
                 on_result(f"{name} seed{seed}", json.loads((out / SUMMARY_FILE).read_text()))
-    title = cfg.get("report_title") or f"{task}: base vs base + S2 vs larger backbone"
+    title = cfg.report_title or f"{task}: base vs base + S2 vs larger backbone"
     written: dict[str, Path] = {}
     stages.run("report", lambda: False,
                lambda: written.update(write_report(evaluations, study_dir / "report", title)))
-    if cfg.get("publish_dir"):
-        atomic_write_text(Path(cfg["publish_dir"]) / "stages.json", stages.path.read_text())
+    if cfg.publish_dir:
+        atomic_write_text(Path(cfg.publish_dir) / "stages.json", stages.path.read_text())
     return written
 
 
@@ -169,30 +155,7 @@ def _train_stage(name: str, run_dir: Path, overrides: list[str], stages: StageLo
     stages.run(name, (run_dir / POLICY_FILE).is_file, work)
 
 
-def _main() -> None:
-    import sys
-
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
-    from .errors import S2PolicyError
-
-    @hydra.main(config_path=str(CONFIGS), config_name="study", version_base="1.3")
-    def main(cfg: DictConfig) -> None:
-        from .evaluate.cli import format_summary
-
-        run = OmegaConf.to_container(cfg, resolve=True)
-        try:
-            written = run_study(run, on_result=lambda name, s: print(f"{name}: {format_summary(s)}"))
-        except S2PolicyError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        print(Path(written["markdown"]).read_text())
-        for kind, path in written.items():
-            print(f"{kind}: {path}")
-
-    main()
-
-
 if __name__ == "__main__":
-    _main()
+    from .cli import study
+
+    study()

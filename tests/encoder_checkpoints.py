@@ -118,10 +118,17 @@ def loopback_server(files: dict[str, bytes], cut_responses: int = 0, honour_rang
     server.files, server.requests = files, []
     server.cut_responses, server.honour_range = cut_responses, honour_range
     server.url = lambda path: f"http://127.0.0.1:{server.server_address[1]}{path}"
+    with serving(server):
+        yield server
+
+
+@contextlib.contextmanager
+def serving(server: http.server.ThreadingHTTPServer) -> Iterator[None]:
+    """Run `server` in a daemon thread for the duration of the block, then shut it down and join the thread."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server
+        yield
     finally:
         server.shutdown()
         server.server_close()

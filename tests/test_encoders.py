@@ -33,8 +33,22 @@ CONTRACT = {
     "efficientnet_lite0": (224, 1280, "bchw", 0, True, (1280, 7, 7)),
     "efficientnet_lite1": (240, 1280, "bchw", 0, True, (1280, 8, 8)),
     "efficientnet_lite2": (260, 1280, "bchw", 0, True, (1280, 9, 9)),
+    "dinov2_vits14": (224, 384, "bnc", 1, False, (257, 384)),
+    "dinov2_vitb14": (224, 768, "bnc", 1, False, (257, 768)),
+    "dinov2_vitl14": (224, 1024, "bnc", 1, False, (257, 1024)),
+    "dinov2_vitg14": (224, 1536, "bnc", 1, False, (257, 1536)),
+    "dinov2_vits14_reg": (224, 384, "bnc", 5, False, (261, 384)),
+    "dinov2_vitb14_reg": (224, 768, "bnc", 5, False, (261, 768)),
+    "dinov2_vitl14_reg": (224, 1024, "bnc", 5, False, (261, 1024)),
+    "dinov2_vitg14_reg": (224, 1536, "bnc", 5, False, (261, 1536)),
+    "siglip2_vitb16_224": (224, 768, "bnc", 0, False, (196, 768)),
+    "siglip2_vitb16_256": (256, 768, "bnc", 0, False, (256, 768)),
+    "siglip2_vitl16_256": (256, 1024, "bnc", 0, False, (256, 1024)),
+    "clip_vitb16": (224, 768, "bnc", 1, False, (197, 768)),
+    "clip_vitl14": (224, 1024, "bnc", 1, False, (257, 1024)),
     "tiny_cnn": (32, 16, "bchw", 0, True, (16, 8, 8)),
     "tiny_vit": (32, 16, "bnc", 1, False, (17, 16)),
+    "none": (1, 0, "bchw", 0, False, (0, 1, 1)),
 }
 
 
@@ -57,7 +71,8 @@ def test_every_encoder_builds_with_the_contract_attributes(name):
         enc = build_encoder(name, weights="random")
     assert isinstance(enc, FrozenEncoder)
     assert (enc.name, enc.native_size, enc.embed_dim, enc.output_shape) == (name, native, dim, layout)
-    assert (enc.num_prefix_tokens, enc.channels_last, enc.weights_id) == (prefix, channels_last, "random")
+    weights_id = "none" if name == "none" else "random"  # nothing was drawn for the encoder without weights
+    assert (enc.num_prefix_tokens, enc.channels_last, enc.weights_id) == (prefix, channels_last, weights_id)
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
     x = torch.zeros(2, 3, native, native, device="meta")
     assert tuple(enc(x).shape) == (2, *out_shape)
@@ -78,6 +93,17 @@ def test_tiny_encoders_are_deterministic_frozen_and_leave_the_rng_alone(name):
     out = a(x)
     assert all(torch.equal(v, a.state_dict()[k]) for k, v in stats.items())
     assert not out.requires_grad
+
+
+def test_none_encoder_has_no_weights_zero_width_features_and_zero_cost():
+    """encoder=none (image-free policies) goes through S2 and the cost counters like any encoder."""
+    from s2policy import S2Encoder
+
+    enc = build_encoder("none")  # "pretrained" needs no file: there is nothing to load
+    s2 = S2Encoder(enc, scales=[1, 2])
+    assert s2.params == 0 and s2.out_dim == 0 and s2.gmacs((224, 224)) == 0.0
+    assert tuple(s2.embed(torch.rand(3, 3, 8, 6)).shape) == (3, 0)
+    assert s2.config()["weights_id"] == "none"
 
 
 def test_normalisation_happens_inside_forward():
@@ -205,6 +231,13 @@ def test_listing_reports_native_and_s2_cost(capsys):
     assert row["gmacs"] == pytest.approx(0.384, rel=0.02)
     assert row["s2_gmacs"] == pytest.approx(5 * row["gmacs"])  # S2 (1, 2): 1 + 4 native-size crops
     assert row["s2_dim"] == 2560
+    dino, dino_reg, siglip = encoder_rows(["dinov2_vitb14", "dinov2_vitb14_reg", "siglip2_vitb16_224"])
+    assert (dino["native"], dino["embed_dim"], dino["s2_dim"], dino["weights"]) == (224, 768, 1536, "hub")
+    assert dino["params"] == pytest.approx(85.7e6, rel=0.01)  # 86.6M with the 518-px position table
+    # 257 tokens (patch 14 at 224) vs ViT-B/16's 197: 23.2 GMACs counted, and 4 register tokens cost a little more
+    assert dino["gmacs"] == pytest.approx(23.2, rel=0.01) and dino["s2_gmacs"] == pytest.approx(5 * dino["gmacs"])
+    assert dino["gmacs"] < dino_reg["gmacs"] < 1.02 * dino["gmacs"]
+    assert siglip["gmacs"] == pytest.approx(17.5, rel=0.01) and siglip["weights"] == "hub"
     main(["tiny_cnn", "tiny_vit"])
     out = capsys.readouterr().out
     assert "tiny_cnn" in out and "tiny_vit" in out and "S2(1,2) GMACs" in out

@@ -98,7 +98,7 @@ def test_bad_knob_is_one_clear_error(task, knobs, message):
         envs.make_env(task, cameras=[], **knobs)
     assert message in str(error.value) and str(error.value).count("must") <= 1
     with pytest.raises(ConfigError, match="must|does not support"):  # the study/collect path checks before any work
-        envs.task_variation({"name": task}, knobs)
+        envs.task_variation(task, {}, knobs)
 
 
 def test_outcomes_from_final_object():

@@ -108,28 +108,28 @@ def test_bad_checkpoints_give_one_clear_error(trained_run, tmp_path):
 
 
 def test_study_runs_vision_and_camera_free_controls_and_publishes_raw_records(trained_run, tmp_path):
-    """The study driver end to end on real lift demos: a tiny vision policy and the privileged control (no camera:
-    the env renders nothing), each trained, evaluated, published (summary + per-episode records) and reported;
-    a second run reuses every stage."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+    """The study driver end to end on real lift demos: a tiny vision policy, the same with a spatial head, and the
+    privileged control (no camera: the env renders nothing), each trained, evaluated, published (summary +
+    per-episode records) and reported; a second run reuses every stage."""
+    from s2policy.config import compose
     from s2policy.report import write_report
-    from s2policy.study import CONFIGS, run_study
+    from s2policy.study import run_study
 
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="study"), resolve=True)
-    assert cfg["configurations"]["privileged"] == ["task.cameras=[]", "task.proprio_keys=[proprio,object]"]
+    cfg = compose("study")
+    assert cfg["configurations"]["privileged"] == ["encoder=none", "task.proprio_keys=[proprio,object]"]
     cfg.update(study_dir=str(tmp_path / "study"), publish_dir=str(tmp_path / "published"), progress=False,
-               dataset=str(trained_run.parent / "demos.hdf5"), seeds=[0], only=["vision", "privileged"],
+               dataset=str(trained_run.parent / "demos.hdf5"), seeds=[0], only=["vision", "spatial", "privileged"],
                train_overrides=["train.steps=5", "train.progress=false", "train.tensorboard=false",
                                 f"features.cache_dir={tmp_path / 'cache'}"])
     cfg["collect"]["camera_size"] = 64
     cfg["configurations"]["vision"] = ["encoder=tiny_cnn", "s2.scales=[1,2]"]
+    # a configuration may pick its own head: the spatial head on the 64 px scale's grid
+    cfg["configurations"]["spatial"] = ["encoder=tiny_cnn", "s2.scales=[1,2]", "policy=spatial",
+                                        "policy.num_keypoints=4", "policy.hidden=[16]", "s2.resize_output_to_idx=-1"]
     cfg["eval"].update(episodes=2, workers=0, max_steps=MAX_STEPS, video=1)
     run_study(cfg)
     published = tmp_path / "published"
-    for name in ("vision", "privileged"):
+    for name in ("vision", "spatial", "privileged"):
         summary = json.loads((published / name / "seed0" / "summary.json").read_text())
         assert summary["success"]["episodes"] == 2
         assert len(json.loads((published / name / "seed0" / "episodes.json").read_text())) == 2
@@ -139,7 +139,8 @@ def test_study_runs_vision_and_camera_free_controls_and_publishes_raw_records(tr
     assert not (tmp_path / "study" / "runs" / "privileged" / "seed0" / "eval" / "videos").exists()
     # the published records alone regenerate the table
     rows = write_report([published], tmp_path / "report")["csv"].read_text()
-    assert "no image: proprio+object" in rows and "tiny_cnn S2 32+64" in rows
+    assert "no image: proprio+object" in rows and "tiny_cnn S2 32+64, mlp head" in rows
+    assert "tiny_cnn S2 32+64, spatial head (64 grid)" in rows
     stages = json.loads((published / "stages.json").read_text())
     run_study(cfg)  # everything is reused
     again = json.loads((tmp_path / "study" / "stages.json").read_text())

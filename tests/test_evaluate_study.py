@@ -14,8 +14,8 @@ from s2policy.study import StageLog, compose_train_config, evaluation_matches
 def test_train_config_composes_like_train_policy_cli(tmp_path):
     cfg = compose_train_config(["task=lift", "encoder=efficientnet_lite2", "s2.scales=null", "s2.img_sizes=[260]",
                                 "seed=3", f"out_dir={tmp_path}", "task.camera_size=448"])
-    assert cfg["encoder"]["name"] == "efficientnet_lite2" and cfg["s2"]["img_sizes"] == [260]
-    assert cfg["seed"] == 3 and cfg["task"]["camera_size"] == 448 and "hydra" not in cfg
+    assert cfg.encoder.name == "efficientnet_lite2" and cfg.s2.img_sizes == [260]
+    assert cfg.seed == 3 and cfg.task.camera_size == 448
 
 
 def test_finished_evaluation_is_reused_only_for_the_same_policy_and_settings(tmp_path):
@@ -44,19 +44,15 @@ def test_stage_log_skips_done_stages_and_persists(tmp_path):
 
 
 def test_quickstart_config_runs_one_configuration_and_unknown_names_are_refused(tmp_path):
-    import pytest
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+    from s2policy.config import compose
     from s2policy.errors import ConfigError
-    from s2policy.study import CONFIGS, run_study
+    from s2policy.study import run_study
 
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="quickstart"), resolve=True)
+    cfg = compose("quickstart")
     assert cfg["only"] == ["base_s2"] and cfg["seeds"] == [0] and cfg["collect"]["camera_size"] == 448
     assert "s2.img_sizes=[224,448]" in cfg["configurations"]["base_s2"]
     cfg.update(only=["base_s3"], study_dir=str(tmp_path / "study"))
-    with pytest.raises(ConfigError, match=r"only=\['base_s3'\]: no such configuration; defined: \['base', 'base_s2'"):
+    with pytest.raises(ConfigError, match=r'^only=\["base_s3"\]: no configuration .base_s3.; defined: base, base_s2'):
         run_study(cfg)
     assert not (tmp_path / "study").exists()  # refused before collecting anything
 
@@ -67,22 +63,21 @@ def test_quickstart_config_runs_one_configuration_and_unknown_names_are_refused(
     ("results_button", "mw-button-press-topdown", ["efficientnet_lite0", "efficientnet_lite0", "efficientnet_lite2"]),
     ("study_mvp", "lift", ["mvp_vitb", "mvp_vitb", "mvp_vitl"]),
     ("study_r3m", "lift", ["r3m_resnet18", "r3m_resnet18", "r3m_resnet50"]),
+    ("study_dinov2", "lift", ["dinov2_vitb14", "dinov2_vitb14", "dinov2_vitl14"]),
 ])
 def test_published_and_gpu_study_configs_compose_every_configuration(name, task, encoders):
     """Each study config (docs/results.md) composes, and each configuration composes into the training config it
     names: base, base + S2 (two sizes), larger, then the two image-free controls."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from s2policy.config import compose
 
-    from s2policy.study import CONFIGS
-
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name=name, overrides=[f"task={task}"]), resolve=True)
+    cfg = compose(name, [f"task={task}"])
     assert cfg["task"]["name"] == task and cfg["eval"]["episodes"] >= 50 and len(cfg["seeds"]) >= 3
-    runs = {c: compose_train_config([f"task={task}", *o, *cfg["train_overrides"]])
+    frames = f"task.camera_size={cfg['collect']['camera_size']}"  # what the study passes every configuration
+    runs = {c: compose_train_config([f"task={task}", frames, *o, *cfg["train_overrides"]])
             for c, o in cfg["configurations"].items()}
     assert list(runs) == ["base", "base_s2", "larger", "proprio_only", "privileged"]
-    assert [runs[c]["encoder"]["name"] for c in ("base", "base_s2", "larger")] == encoders
-    assert [len(runs[c]["s2"]["img_sizes"]) for c in ("base", "base_s2", "larger")] == [1, 2, 1]
-    assert runs["privileged"]["task"]["cameras"] == [] == runs["proprio_only"]["task"]["cameras"]
-    assert runs["privileged"]["task"]["proprio_keys"] == ["proprio", "object"]
+    assert [runs[c].encoder.name for c in ("base", "base_s2", "larger")] == encoders
+    assert [len(runs[c].s2.img_sizes) for c in ("base", "base_s2", "larger")] == [1, 2, 1]
+    assert runs["privileged"].encoder.name == "none" == runs["proprio_only"].encoder.name
+    assert runs["privileged"].task.cameras == [] == runs["proprio_only"].task.cameras
+    assert runs["privileged"].task.proprio_keys == ["proprio", "object"]

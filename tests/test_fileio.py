@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from s2policy.errors import CheckpointError
-from s2policy.fileio import atomic_open, atomic_path, atomic_write_text, torch_load_safe
+from s2policy.fileio import atomic_dir, atomic_open, atomic_path, atomic_write_text, torch_load_safe
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -69,3 +69,23 @@ def test_safetensors_load_safe(tmp_path):
     bad.write_bytes(good.read_bytes()[:-3])
     with pytest.raises(CheckpointError, match=r"training checkpoint .*bad.safetensors is not a readable safetensors"):
         safetensors_load_safe(bad, "training checkpoint")
+
+
+def test_atomic_dir_appears_whole_with_plain_modes_or_not_at_all(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "ds") as tmp:
+            (tmp / "meta").mkdir()
+            (tmp / "meta" / "info.json").write_text("{}")
+            raise RuntimeError("crash mid-export")
+    assert list(tmp_path.iterdir()) == []
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "ds") as tmp:
+            (tmp / "meta").mkdir()
+            (tmp / "meta" / "info.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+    assert (tmp_path / "ds" / "meta" / "info.json").read_text() == "{}"
+    assert stat.S_IMODE(os.stat(tmp_path / "ds").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tmp_path / "ds" / "meta" / "info.json").st_mode) == 0o644

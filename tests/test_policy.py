@@ -73,11 +73,11 @@ def test_normalizer_round_trip_and_constant_dims():
 
 def test_receding_horizon_and_ensembling():
     chunk = np.arange(10, dtype=np.float32).reshape(5, 2)
-    ex = ChunkExecutor("receding", n_action_steps=3, horizon=5)
+    ex = ChunkExecutor("receding", n_action_steps=3, ensemble_decay=0.01, horizon=5)
     ex.reset_all(1)
     ex.add_chunk(0, chunk)
     assert [ex.pop(0)[0] for _ in range(3)] == [0, 2, 4] and ex.needs_chunk(0)
-    ens = ChunkExecutor("ensemble", ensemble_decay=0.0, horizon=5)
+    ens = ChunkExecutor("ensemble", n_action_steps=1, ensemble_decay=0.0, horizon=5)
     ens.reset_all(1)
     ens.add_chunk(0, chunk)
     ens.pop(0)
@@ -136,3 +136,26 @@ def test_bad_checkpoints_raise_checkpoint_error(encoder, tmp_path):
     other = build_s2_encoder("tiny_cnn", "random", {"scales": [1]})
     with pytest.raises(CheckpointError, match="differs from the one it was trained with"):
         Policy.load(good, encoder=other)
+
+
+def test_save_refuses_non_finite_weights_and_load_refuses_non_finite_files(encoder, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    policy = make_policy(encoder)
+    good = policy.save(tmp_path / "good.safetensors")
+    with torch.no_grad():
+        next(policy.head.parameters()).view(-1)[3] = float("nan")
+    with pytest.raises(CheckpointError, match=r"refusing to write policy .*bad.safetensors: non-finite tensors "
+                                              r"'head\."):
+        policy.save(tmp_path / "bad.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.safetensors"]  # no file, no temporary left
+    with safe_open(str(good), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(good))
+    tensors["action_norm.std"][1] = float("inf")
+    save_file(tensors, str(tmp_path / "inf.safetensors"), metadata=meta)
+    for load in (Policy.load, read_policy_config):  # evaluation and the robot loop both go through these
+        with pytest.raises(CheckpointError, match=r"inf.safetensors: policy file holds non-finite tensors "
+                                                  r"'action_norm.std' \(1 of 3 values NaN/inf\)"):
+            load(tmp_path / "inf.safetensors")

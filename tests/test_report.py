@@ -44,15 +44,16 @@ def test_report_pools_seeds_per_configuration(tmp_path):
     ])
     out = write_report([tmp_path / "runs"], tmp_path / "report", title="Lift")
     rows = list(csv.DictReader(open(out["csv"])))
-    assert [r["configuration"] for r in rows] == ["efficientnet_lite0 224px", "efficientnet_lite0 S2 224+448",
-                                                   "efficientnet_lite2 260px"]
+    assert [r["configuration"] for r in rows] == ["efficientnet_lite0 224px, mlp head",
+                                                   "efficientnet_lite0 S2 224+448, mlp head",
+                                                   "efficientnet_lite2 260px, mlp head"]
     base = rows[0]
     assert (base["successes"], base["episodes"], base["seeds"]) == ("50", "100", "2")
     assert float(base["ci_low"]) == pytest.approx(wilson_interval(50, 100)[0], abs=1e-4)
     assert base["per_seed"] == "0:20/50 1:30/50"
     assert rows[2]["episodes"] == "50"
     md = out["markdown"].read_text()
-    assert "| lift | efficientnet_lite0 S2 224+448 |" in md and "**70.0** [" in md
+    assert "| lift | efficientnet_lite0 S2 224+448, mlp head |" in md and "**70.0** [" in md
     assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -79,10 +80,26 @@ def test_camera_free_controls_are_labelled_by_their_inputs_and_drawn_as_bands(tm
     write_runs(tmp_path / "runs", [summary("efficientnet_lite0", [224], 0, 20, 50, 0.4), proprio, privileged])
     out = write_report([tmp_path / "runs"], tmp_path / "report")
     rows = list(csv.DictReader(open(out["csv"])))
-    assert [r["configuration"] for r in rows] == ["efficientnet_lite0 224px", "no image: proprio",
-                                                   "no image: proprio+object"]
+    assert [r["configuration"] for r in rows] == ["efficientnet_lite0 224px, mlp head", "no image: proprio, mlp head",
+                                                   "no image: proprio+object, mlp head"]
     assert [r["successes"] for r in rows] == ["20", "5", "45"]
     assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_head_and_spatial_grid_are_part_of_the_configuration(tmp_path):
+    """Same encoder and scales with a pooled head and a spatial head on either S2 grid: three configurations."""
+    runs = []
+    for i, (head, grid) in enumerate([("mlp", 0), ("spatial", 0), ("spatial", -1), ("spatial", -1)]):
+        s = summary("efficientnet_lite0", [224, 448], i, 10 + i, 50, 2.0, sha=f"run{i}")
+        s["policy"].update(head=head, s2={"img_sizes": [224, 448], "resize_output_to_idx": grid})
+        runs.append(s)
+    write_runs(tmp_path / "runs", runs)
+    rows = list(csv.DictReader(open(write_report([tmp_path / "runs"], tmp_path / "report")["csv"])))
+    assert [(r["configuration"], r["runs"]) for r in rows] == [
+        ("efficientnet_lite0 S2 224+448, mlp head", "1"),
+        ("efficientnet_lite0 S2 224+448, spatial head (224 grid)", "1"),
+        ("efficientnet_lite0 S2 224+448, spatial head (448 grid)", "2"),
+    ]
 
 
 def test_printed_result_line_names_the_inputs_of_a_camera_free_control():

@@ -3,6 +3,7 @@ training code's own classes, fake controllers and a fake robot."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 
 from s2policy.features.encoder import build_s2_encoder
-from s2policy.policy import Normalizer, Policy, PolicyConfig
+from s2policy.features.maps import map_shape
+from s2policy.policy import Normalizer, Policy, PolicyConfig, SpatialOptions
 from s2policy.runtime import EPISODE_KEY, TIMESTAMP_KEY, StageTimes
 
 PROPRIO_DIM, ACTION_DIM = 5, 3
@@ -20,24 +22,34 @@ TRANSFORMER = {"history": 4, "horizon": 4, "d_model": 16, "layers": 1, "heads": 
 
 def write_tiny_checkpoint(path: Path, head: str = "mlp", execution: str = "receding", n_action_steps: int = 2,
                           encoder: str = "tiny_cnn", scales: tuple[int, ...] = (1, 2), seed: int = 0,
-                          proprio_dim: int = PROPRIO_DIM, action_dim: int = ACTION_DIM, task: str | None = None) -> Path:
-    """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint."""
+                          proprio_dim: int = PROPRIO_DIM, action_dim: int = ACTION_DIM, task: str | None = None,
+                          grid: int = 0) -> Path:
+    """A tiny random-weight policy (tiny encoder with S2, random head, fitted normalisers) saved as a checkpoint;
+    encoder="none" gives a camera-free one. A spatial head sees the S2 map of 64 x 64 frames merged to the grid of
+    scale `grid` (resize_output_to_idx)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    s2 = {"scales": list(scales)}
+    s2 = {"scales": list(scales)} | ({"resize_output_to_idx": grid} if head == "spatial" else {})
     enc = build_s2_encoder(encoder, "random", s2)
+    feature_dim, head_kwargs = enc.out_dim, dict(TRANSFORMER) if head == "transformer" else {}
+    if head == "spatial":
+        shape = (1, *map_shape(enc, (64, 64)))
+        feature_dim, head_kwargs = math.prod(shape), SpatialOptions(num_keypoints=4, hidden=(16,),
+                                                                    horizon=3).head_kwargs(shape)
     config = PolicyConfig(
-        encoder=encoder, weights="random", s2=s2, cameras=["agentview"], proprio_keys=["proprio"],
-        proprio_dim=proprio_dim, action_dim=action_dim, feature_dim=enc.out_dim, head=head, task=task,
-        head_kwargs=dict(TRANSFORMER) if head == "transformer" else {}, camera_size=64, execution=execution,
-        n_action_steps=n_action_steps if head == "transformer" else 1,
+        encoder=encoder, weights="random", s2=s2, cameras=[] if encoder == "none" else ["agentview"],
+        proprio_keys=["proprio"],
+        proprio_dim=proprio_dim, action_dim=action_dim, feature_dim=feature_dim, head=head, task=task,
+        head_kwargs=head_kwargs, camera_size=64, execution=execution,
+        n_action_steps=n_action_steps if head != "mlp" else 1,
     )
     policy = Policy.create(config, enc, Normalizer.fit(rng.normal(size=(64, proprio_dim))),
                            Normalizer.fit(rng.normal(scale=0.5, size=(64, action_dim))))
-    if head == "mlp":  # fresh BatchNorm statistics would make every output ~equal; give them some spread
-        bn = policy.head.net[0]
-        bn.running_mean.normal_()
-        bn.running_var.uniform_(0.5, 2.0)
+    # fresh BatchNorm statistics would make every output ~equal; give them some spread
+    for bn in policy.head.modules():
+        if isinstance(bn, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
     return policy.save(path)
 
 

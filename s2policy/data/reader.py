@@ -1,18 +1,31 @@
-"""Read robomimic-format HDF5 demonstration files (ours and other tools'), with lazy access to large image arrays."""
+"""Read robomimic-format HDF5 demonstration files (ours and other tools'), with lazy access to large image arrays.
+
+`DemoDataset` is the robomimic implementation of `EpisodeReader` (episodes.py); robomimic-only extras (HDF5 groups,
+filter keys, simulator states for re-rendering) stay available to the code that needs them.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import h5py
 import numpy as np
 
 from ..errors import DatasetError
+from .episodes import EpisodeReader, camera_of_image_key, image_key
+
+log = logging.getLogger(__name__)
+
+#: Frames hashed per read when fingerprinting image datasets.
+_HASH_CHUNK = 64
 
 #: Per-demo datasets other than obs that robomimic files may carry; all optional except actions.
 OPTIONAL_ARRAYS = ("states", "rewards", "dones")
@@ -31,6 +44,16 @@ def sorted_demo_keys(keys: Iterable[str]) -> list[str]:
 def is_image_dataset(ds: h5py.Dataset) -> bool:
     """Image observations are stored as uint8 (T, H, W, C)."""
     return ds.dtype == np.uint8 and ds.ndim == 4
+
+
+def read_rows(ds: h5py.Dataset, start: int, stop: int, path: str | os.PathLike) -> np.ndarray:
+    """`ds[start:stop]`, with HDF5's reaction to a damaged chunk (a failed decompression filter, a truncated file)
+    turned into a DatasetError naming the file, the array and the rows."""
+    try:
+        return ds[start:stop]
+    except (OSError, RuntimeError) as e:
+        raise DatasetError(f"{path}: key '{ds.name}': rows {start}..{min(stop, ds.shape[0]) - 1} are unreadable ({e}); "
+                           "the file is damaged") from e
 
 
 def open_hdf5(path: str | os.PathLike) -> h5py.File:
@@ -67,11 +90,25 @@ class Demo:
         return int(self.actions.shape[0])
 
 
-class DemoDataset:
+def hash_h5_dataset(h: hashlib._Hash, ds: h5py.Dataset, path: str | os.PathLike) -> None:
+    """Feed an HDF5 dataset's name, dtype, shape and content into `h`, a few frames at a time (damage -> DatasetError
+    naming `path`)."""
+    h.update(f"{ds.name}|{ds.dtype}|{ds.shape}|".encode())
+    if ds.ndim == 0:
+        h.update(np.asarray(ds[()]).tobytes())
+        return
+    for i in range(0, ds.shape[0], _HASH_CHUNK):
+        h.update(np.ascontiguousarray(read_rows(ds, i, i + _HASH_CHUNK, path)).tobytes())
+
+
+class DemoDataset(EpisodeReader):
     """An open robomimic-format file. Use as a context manager (or call close()).
 
     demo_keys are in numeric order and restricted to mask/<filter_key> when one is given.
     """
+
+    format = "robomimic"
+    actions_in_unit_range = True
 
     def __init__(self, path: str | os.PathLike, filter_key: str | None = None):
         self.path = Path(path)
@@ -99,18 +136,8 @@ class DemoDataset:
             raise DatasetError(f"{self.path}: mask/{filter_key} names demos not in /data: {sorted(missing)[:5]}")
         return [k for k in keys if k in wanted]
 
-    # ---- context manager ----
-    def __enter__(self) -> "DemoDataset":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         self.file.close()
-
-    def __len__(self) -> int:
-        return len(self.demo_keys)
 
     # ---- file-level metadata ----
     @property
@@ -191,6 +218,83 @@ class DemoDataset:
             attrs={k: (v.item() if isinstance(v, np.generic) else v) for k, v in group.attrs.items()},
             **optional,
         )
+
+
+    # ---- EpisodeReader ----
+    @property
+    def episodes(self) -> list[str]:
+        return list(self.demo_keys)
+
+    def episode_length(self, episode: str) -> int:
+        return self.demo_length(episode)
+
+    @property
+    def lowdim_keys(self) -> list[str]:
+        obs = self._first_demo().get("obs")
+        return [k for k in self.obs_keys if not is_image_dataset(obs[k])]
+
+    @property
+    def cameras(self) -> list[str]:
+        return sorted(camera_of_image_key(k) for k in self.image_keys if k.endswith("_image"))
+
+    def frame_shape(self, camera: str) -> tuple[int, int] | None:
+        obs = self._first_demo().get("obs")
+        key = image_key(camera)
+        return tuple(int(n) for n in obs[key].shape[1:3]) if obs is not None and key in obs else None
+
+    @property
+    def has_states(self) -> bool:
+        return "states" in self._first_demo()
+
+    def read_lowdim(self, episode: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        missing = [k for k in keys if k not in self.demo_group(episode).get("obs", {})]
+        if missing:
+            raise DatasetError(f"{self.path}: demo {episode} has no obs key(s) {missing}; available: {self.obs_keys}")
+        return self.load_demo(episode, obs_keys=keys, load_images=False).obs
+
+    def read_actions(self, episode: str) -> np.ndarray:
+        group = self.demo_group(episode)
+        if "actions" not in group:
+            raise DatasetError(f"{self.path}: demo {episode} has no actions")
+        return np.asarray(group["actions"][()], dtype=np.float32)
+
+    def iter_frames(self, episode: str, camera: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        ds = self.obs_array(episode, image_key(camera))
+        for t0 in range(0, ds.shape[0], chunk):
+            yield t0, read_rows(ds, t0, t0 + chunk, self.path)
+
+    def read_frames(self, episode: str, camera: str, steps: Sequence[int]) -> np.ndarray:
+        ds = self.obs_array(episode, image_key(camera))
+        return np.concatenate([read_rows(ds, t, t + 1, self.path) for t in steps])
+
+    def split(self) -> tuple[list[str], list[str]]:
+        """mask/train and mask/valid; without mask/train every demo trains and none validates."""
+        masks = self.file.get("mask")
+        if masks is None or "train" not in masks:
+            log.warning("%s has no mask/train: training on all %d demos, no validation loss", self.path,
+                        len(self.demo_keys))
+            return list(self.demo_keys), []
+        return self._select_demos("train"), (self._select_demos("valid") if "valid" in masks else [])
+
+    def seeds(self) -> dict[str, int]:
+        attrs = {k: self.demo_group(k).attrs for k in self.demo_keys}
+        return {k: int(a["seed"]) for k, a in attrs.items() if "seed" in a}
+
+    def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
+        for demo in self.demo_keys:
+            hash_h5_dataset(h, self.obs_array(demo, image_key(camera)), self.path)
+
+    def hash_render_inputs(self, h: hashlib._Hash) -> None:
+        """What re-rendered frames depend on: env_args, and per demo its states and model file."""
+        h.update(json.dumps(self.env_args, sort_keys=True).encode())
+        for demo in self.demo_keys:
+            group = self.demo_group(demo)
+            hash_h5_dataset(h, group["states"], self.path)
+            h.update(str(group.attrs.get("model_file", "")).encode())
+
+    def modification_stamp(self) -> str:
+        st = os.stat(self.path)
+        return f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
 
 
 def open_dataset(path: str | os.PathLike, filter_key: str | None = None) -> DemoDataset:

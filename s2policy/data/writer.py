@@ -70,6 +70,8 @@ class DemoWriter:
         key = f"demo_{len(self.keys)}"
         if length == 0:
             raise DatasetError(f"{self.path}: refusing to write empty demo {key}")
+        if not np.isfinite(actions).all():  # NaN compares False with everything: check it before the range
+            raise DatasetError(f"{self.path}: refusing to write demo {key}, key 'actions': NaN/inf values")
         if np.abs(actions).max() > 1 + 1e-6:
             raise DatasetError(f"{self.path}: demo {key}, key 'actions': values outside [-1, 1]")
         group = self.data.create_group(key)
@@ -82,6 +84,8 @@ class DemoWriter:
             values = np.asarray(values)
             if values.shape[0] != length:
                 raise DatasetError(f"{self.path}: demo {key}, key 'obs/{obs_key}': length {values.shape[0]} != {length}")
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                raise DatasetError(f"{self.path}: refusing to write demo {key}, key 'obs/{obs_key}': NaN/inf values")
             if values.dtype == np.uint8 and values.ndim == 4:
                 obs_group.create_dataset(
                     obs_key, data=values, chunks=(1, *values.shape[1:]),

@@ -21,6 +21,8 @@ S2_SCALES = (1, 2)
 def _weight_source(spec: WeightSpec) -> str:
     if spec.package:
         return "package"
+    if spec.hf_repo:
+        return "hub"
     if spec.url:
         return "download"
     return "local file" if spec.file_format else "-"
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     print("GMACs = multiply-accumulates per frame (GFLOPs = 2x), counted by torch's FLOP counter; S2 (1, 2) runs")
     print("1 + 4 native-size crops. weights: package = bundled, works offline; download = official URL;")
+    print("hub = the Hugging Face cache, else downloaded by the hub client (HF_HUB_OFFLINE=1: cache only);")
     print("local file = the official hosting is offline, pass weights=<path>; - = random weights only.")
 
 

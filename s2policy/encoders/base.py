@@ -91,6 +91,12 @@ class FrozenEncoder(nn.Module):
         feature map (B, C, h, w) ("bchw"). This is the function S2 wraps."""
         return self.forward_backbone(self.normalize(x))
 
+    @property
+    def default_pool(self) -> str:
+        """How `pool` reduces one output: "cls" (first prefix token), "mean" (spatial average) or "map" (the family's
+        attention-pooling head). S2Encoder pools every crop the same way by default."""
+        return "cls" if self.output_shape == "bnc" and self.num_prefix_tokens > 0 else "mean"
+
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """The canonical embedding of a `forward` output: CLS token for "bnc" with a prefix (mean of patch tokens
         without one); global average pool for "bchw". Returns (B, C)."""

@@ -79,5 +79,7 @@ def build_encoder(name: str, weights: str | Path = "pretrained", **kwargs) -> Fr
     # Every tensor will come from the file, so skip the (slow, for ViT-L) random init: build on meta, then load.
     with torch.device("meta"):
         encoder = builder(**kwargs)
+    if not encoder.state_dict():  # nothing to load (the "none" encoder): no weight file applies
+        return builder(**kwargs).freeze()
     load_pretrained(encoder, weights)
     return encoder.freeze()

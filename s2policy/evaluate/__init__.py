@@ -7,8 +7,7 @@
 
 from .checkpoint_info import CheckpointInfo, read_checkpoint_info, resolve_policy_file
 from .env_handles import EnvSpec, EnvWorkerError, LocalEnv, WorkerEnv
-from .evaluator import (EPISODES_FILE, SUMMARY_FILE, SUMMARY_FORMAT, EvalPlan, EvalSettings, evaluate,
-                        plan_evaluation)
+from .evaluator import EPISODES_FILE, SUMMARY_FILE, SUMMARY_FORMAT, EvalPlan, EvalSettings, evaluate, plan_evaluation
 from .rollout import EpisodeJob, EpisodeResult, RolloutTiming, VideoPlan, run_episodes
 from .seeds import EVAL_SEED_OFFSET, check_disjoint, demo_seeds, evaluation_seeds
 from .stats import SuccessRate, difference_interval, wilson_interval

@@ -46,7 +46,7 @@ class CheckpointInfo:
         path = Path(path)
         if not path.is_absolute() and not path.exists():
             path = self.path.parent / path
-        return path if path.is_file() else None
+        return path if path.exists() else None  # a robomimic file or a LeRobot dataset folder
 
 
 def resolve_policy_file(path: str | Path) -> Path:

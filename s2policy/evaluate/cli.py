@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from ..config import load
 from .checkpoint_info import resolve_policy_file
 from .evaluator import SUMMARY_FILE, EvalSettings, evaluate
 from .rollout import EpisodeResult
@@ -53,11 +55,11 @@ def episode_progress(total: int, desc: str, enabled: bool = True):
     return bar, update
 
 
-def evaluate_checkpoints(checkpoints: str | Sequence[str], out_dir: str | None, eval_cfg: Mapping[str, Any],
-                         progress: bool = True) -> list[dict]:
+def evaluate_checkpoints(checkpoints: str | Sequence[str], out_dir: str | None,
+                         settings: EvalSettings | Mapping[str, Any], progress: bool = True) -> list[dict]:
     """Evaluate each checkpoint with the same settings, printing a result line and where the files went."""
     checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
-    settings = EvalSettings(**dict(eval_cfg))
+    settings = load(EvalSettings, settings)
     summaries = []
     for checkpoint, folder in zip(checkpoints, output_dirs(checkpoints, out_dir)):
         bar, update = episode_progress(settings.episodes, f"eval {Path(checkpoint).name}", progress)

@@ -15,11 +15,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..config.groups import EvalSettings
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from .checkpoint_info import CheckpointInfo, read_checkpoint_info
@@ -33,56 +35,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FORMAT = "s2policy.eval/1"
 SUMMARY_FILE = "summary.json"
-BACKBONES = ("torch", "onnx")
 EPISODES_FILE = "episodes.json"
-POLICY_PLACEMENTS = ("main", "workers")
-
-
-@dataclass
-class EvalSettings:
-    """How to evaluate (the `eval` group of configs/eval_policy.yaml).
-
-    episodes: number of episodes; workers: env processes (0 = serial, in this process); seed: picks the block of
-    held-out initial states (see seeds.py); video: record the first `video` episodes; max_steps: cap below the task's
-    own limit (None = the task's); policy_on: "main" | "workers" (see module doc); device: policy device
-    in the "main" layout; dataset: training dataset (default: the one the run recorded) whose demo seeds must not be reused and
-    whose env settings (variation, camera size) evaluation copies; task: expected task (None = the checkpoint's);
-    variation: env keywords overriding the dataset's (e.g. placement_range); threads: torch CPU threads of a policy
-    running on the CPU (None = 1 per policy copy: measured here, 2 intra-op threads ran 5-50x slower than 1 as soon
-    as env workers or other jobs compete for the cores; see docs/evaluation.md); pipeline: in the "main" layout,
-    drive two halves of the envs from two threads, each with its own policy copy sharing the frozen encoder, so one
-    half's env step overlaps the other half's policy call; backbone: "torch", or "onnx" to run the encoder's crops
-    in ONNX Runtime on the CPU (same features within 1e-4, 1.6x faster per crop here; main/serial layouts).
-    """
-
-    episodes: int = 50
-    workers: int = 2
-    seed: int = 0
-    video: int = 0
-    max_steps: int | None = None
-    policy_on: str = "main"
-    device: str = "auto"
-    fps: float = 20.0
-    dataset: str | None = None
-    task: str | None = None
-    variation: dict[str, Any] = field(default_factory=dict)
-    threads: int | None = None
-    pipeline: bool = False
-    backbone: str = "torch"
-
-    def check(self) -> None:
-        if self.workers < 0:
-            raise ConfigError(f"eval.workers must be >= 0, got {self.workers}")
-        if self.policy_on not in POLICY_PLACEMENTS:
-            raise ConfigError(f"eval.policy_on={self.policy_on!r}: expected one of {POLICY_PLACEMENTS}")
-        if self.video < 0:
-            raise ConfigError(f"eval.video must be >= 0, got {self.video}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"eval.max_steps must be >= 1, got {self.max_steps}")
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"eval.backbone={self.backbone!r}: expected one of {BACKBONES}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"eval.threads must be >= 1 or null, got {self.threads}")
 
 
 @dataclass
@@ -107,10 +60,15 @@ def plan_evaluation(checkpoint: str | Path, settings: EvalSettings) -> EvalPlan:
     env_kwargs: dict[str, Any] = {}
     seeds = evaluation_seeds(settings.seed, settings.episodes)
     if dataset is not None:
-        from ..data import open_dataset
+        from ..data import check_dataset, open_episodes
 
-        with open_dataset(dataset) as ds:
-            env_kwargs = ds.env_args.get("env_kwargs", {})
+        check_dataset(dataset)
+        with open_episodes(dataset) as ds:
+            env_kwargs = dict(ds.env_args.get("env_kwargs", {}))
+            first_camera = info.config.cameras[0] if info.config.cameras else None
+            stored = ds.frame_shape(first_camera) if first_camera else None
+        if "camera_size" not in env_kwargs and stored is not None:  # e.g. a LeRobot dataset: the frames' own size
+            env_kwargs["camera_size"] = list(stored)
         if env_kwargs.get("task", info.task) != info.task:
             raise ConfigError(f"dataset {dataset} holds {env_kwargs['task']!r} demos but the policy was trained on "
                               f"{info.task!r}")
@@ -147,7 +105,7 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     jobs = [EpisodeJob(i, s) for i, s in enumerate(plan.seeds)]
     layout = resolve_layout(settings)
     policy = Policy.load(plan.info.path, device=settings.device if layout != "workers" else "cpu")
-    if settings.backbone == "onnx" and policy.config.cameras:
+    if settings.backbone == "onnx":
         if layout == "workers" or policy.device.type != "cpu":
             raise ConfigError("eval.backbone=onnx runs the policy on this process's CPU: use eval.policy_on=main "
                               "and eval.device=cpu (or auto on a machine without a GPU)")
@@ -195,7 +153,7 @@ def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, resul
     frame_hw = plan.env.camera_size if isinstance(plan.env.camera_size, tuple) else (plan.env.camera_size,) * 2
     return {
         "format": SUMMARY_FORMAT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "checkpoint": str(plan.info.path),
         "checkpoint_sha256": plan.info.sha256,
         "task": plan.env.task,
@@ -205,7 +163,7 @@ def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, resul
                    "img_sizes": list(policy.encoder.img_sizes), "cameras": list(cfg.cameras),
                    "camera_size": list(frame_hw), "head": cfg.head, "execution": cfg.execution,
                    "n_action_steps": cfg.n_action_steps, "proprio_keys": list(cfg.proprio_keys)},
-        "cost": {"encoder_params": int(policy.encoder.params) if cfg.cameras else 0,  # no cameras: encoder unused
+        "cost": {"encoder_params": int(policy.encoder.params),
                  "head_params": sum(p.numel() for p in policy.head.parameters()),
                  # every camera is one pass of the S2 encoder
                  "gmacs_per_frame": float(policy.encoder.gmacs(tuple(frame_hw))) * len(cfg.cameras)},

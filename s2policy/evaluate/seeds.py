@@ -35,10 +35,10 @@ def demo_seeds(dataset: str | Path) -> set[int]:
     """Reset seeds used by a dataset's demos: every stored `seed` attribute, plus the whole range between the
     smallest and largest (collection may have skipped seeds whose expert attempt failed; those states were seen too).
     Empty when the demos store no seeds (e.g. human demos)."""
-    from ..data import open_dataset
+    from ..data import open_episodes
 
-    with open_dataset(dataset) as ds:
-        seeds = {int(ds.demo_group(k).attrs["seed"]) for k in ds.demo_keys if "seed" in ds.demo_group(k).attrs}
+    with open_episodes(dataset) as ds:
+        seeds = set(ds.seeds().values())
     if not seeds:
         log.warning("%s: demos store no reset seeds; cannot check evaluation seeds against them", dataset)
         return set()

@@ -1,5 +1,6 @@
 """Frozen S2 features: the shared frame preprocessing, the encoder factory, and the on-disk feature cache."""
 
+from ..data import image_key
 from .cache import (
     ExtractionStats,
     FeatureCache,
@@ -10,7 +11,7 @@ from .cache import (
 )
 from .encoder import build_s2_encoder, encoder_identity, state_fingerprint
 from .fingerprint import compute_fingerprint, dataset_fingerprint
-from .frames import FrameSource, frames_to_tensor, image_key, iter_frame_batches, resolve_frame_source
+from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
 
 __all__ = [
     "ExtractionStats",

@@ -1,18 +1,23 @@
 """On-disk cache of frozen S2 features, computed once per (dataset content, encoder + S2 config, camera, dtype).
 
-Layout: `<cache_root>/<camera>-<key16>/` holding `part-<rank>-of-<world>.h5` files (one per extracting process;
-`data/<demo>` = (T, D) embeddings, optional `maps/<demo>` = (T, ...) merged token maps) and `manifest.json`, written
-atomically last: a folder without a manifest is an unfinished extraction, resumed demo by demo on the next call. The
-folder name is derived from the key, so a change in any input selects another folder: a cache is never stale.
+Layout: `<cache_root>/<camera>-<key16>/` holding `shards/<demo>.h5` (`data` = (T, D) embeddings, optional `maps` =
+(T, ...) merged token maps, and attrs with the sha256 of each array) and `manifest.json`, written atomically last: a
+folder without a manifest is an unfinished extraction, resumed demo by demo on the next call. The folder name is
+derived from the key, so a change in any input selects another folder: a cache is never stale.
+
+Integrity: a shard is built in memory and written atomically once its demo is complete, so a kill or a full disk
+never leaves half a shard; every read checks the shard's checksums, so a truncated or damaged shard is reported
+(naming the file to delete), never used. Processes extracting into the same folder take turns on a lock (per
+torchrun rank slot); the second one finds the work done and reuses it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +28,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import open_dataset
+from ..data import open_episodes
 from ..device import autocast, select_device
-from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_write_text
+from ..errors import CacheError, ConfigError
+from ..fileio import atomic_open, atomic_write_text, exclusive_lock, raise_if_out_of_space
 from .encoder import encoder_identity
 from .fingerprint import dataset_fingerprint
-from .frames import FrameSource, frames_to_tensor, image_key, iter_frame_batches, resolve_frame_source
+from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: one checksummed shard per demo, written atomically (1: appendable part files per rank)
 _DTYPES = {"float16": np.float16, "float32": np.float32}
+SHARD_DIR = "shards"
 
 
 def feature_cache_key(
@@ -65,52 +71,107 @@ def feature_cache_key(
 
 
 class FeatureCache:
-    """Read side of a finished cache: `embeddings(demo) -> (T, D)`, `maps(demo) -> (T, ...)`."""
+    """Read side of a finished cache: `embeddings(demo) -> (T, D)`, `maps(demo) -> (T, ...)`, each checked against
+    its shard's checksum (CacheError naming the shard when it does not match)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         manifest = self.folder / "manifest.json"
         if not manifest.is_file():
-            raise CheckpointError(f"feature cache {self.folder} is unfinished or missing (no manifest.json)")
-        self.manifest = json.loads(manifest.read_text())
-        self.key: str = self.manifest["key"]
-        self.dim: int = int(self.manifest["dim"])
-        self.demo_lengths: dict[str, int] = self.manifest["lengths"]
-        self._parts: dict[str, h5py.File] = {}
+            raise CacheError(f"feature cache {self.folder} is unfinished or missing (no manifest.json)")
+        try:
+            self.manifest = json.loads(manifest.read_text())
+            self.key: str = self.manifest["key"]
+            self.dim: int = int(self.manifest["dim"])
+            self.demo_lengths: dict[str, int] = self.manifest["lengths"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CacheError(f"feature cache {self.folder}: unreadable manifest.json ({e}); delete {manifest} and "
+                             "the next run re-checks the shards and rewrites it") from e
 
     @property
     def demos(self) -> list[str]:
         return list(self.demo_lengths)
 
-    def _file(self, demo: str) -> h5py.File:
-        part = self.manifest["demos"].get(demo)
-        if part is None:
+    def shard(self, demo: str) -> Path:
+        if demo not in self.demo_lengths:
             raise KeyError(f"feature cache {self.folder} has no demo {demo!r}")
-        if part not in self._parts:
-            self._parts[part] = h5py.File(self.folder / part, "r")
-        return self._parts[part]
+        return shard_path(self.folder, demo)
 
     def embeddings(self, demo: str) -> np.ndarray:
         """(T, D) canonical S2 embeddings of one demo's frames, in the cache dtype."""
-        return self._file(demo)[f"data/{demo}"][()]
+        return read_shard_array(self.shard(demo), "data", self.demo_lengths[demo])
 
     def maps(self, demo: str) -> np.ndarray:
         """(T, ...) merged spatial token maps of one demo (only if extracted with store_maps=True)."""
-        f = self._file(demo)
-        if f"maps/{demo}" not in f:
+        if not self.manifest["inputs"].get("store_maps"):
             raise KeyError(f"feature cache {self.folder} was built without spatial maps (features.store_maps=true)")
-        return f[f"maps/{demo}"][()]
+        return read_shard_array(self.shard(demo), "maps", self.demo_lengths[demo])
 
     def close(self) -> None:
-        for f in self._parts.values():
-            f.close()
-        self._parts.clear()
+        """Nothing stays open between reads (kept so `with FeatureCache(...)` reads naturally)."""
 
     def __enter__(self) -> "FeatureCache":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shard_path(folder: Path, demo: str) -> Path:
+    return Path(folder) / SHARD_DIR / f"{demo}.h5"
+
+
+def array_digest(a: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def read_shard_array(path: Path, name: str, length: int) -> np.ndarray:
+    """Array `name` of a shard, verified: readable, sha256 as recorded, `length` rows, finite. CacheError otherwise."""
+    remedy = f"delete {path} (the next run re-extracts that demo only) or the whole folder {path.parent.parent}"
+    try:
+        with h5py.File(path, "r") as f:
+            values = f[name][()]
+            recorded = f[name].attrs.get("sha256")
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise CacheError(f"feature cache shard {path} is missing, truncated or unreadable ({e}); {remedy}") from e
+    if recorded is None or array_digest(values) != recorded:
+        raise CacheError(f"feature cache shard {path}: {name!r} does not match its checksum (damaged on disk); "
+                         f"{remedy}")
+    if values.shape[0] != length:
+        raise CacheError(f"feature cache shard {path}: {values.shape[0]} rows, the manifest says {length}; {remedy}")
+    if not np.isfinite(values).all():
+        raise CacheError(f"feature cache shard {path}: {name!r} holds NaN/inf features; {remedy}")
+    return values
+
+
+def _write_shard(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+    """Build one demo's shard in memory (HDF5 never writes to disk, so a full disk cannot leave it half-written --
+    or crash HDF5 at exit) and write its bytes atomically."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.attrs["key"] = key
+        for name, values in arrays.items():
+            f.create_dataset(name, data=values)
+            f[name].attrs["sha256"] = array_digest(values)
+    with atomic_open(path, "wb") as out:
+        out.write(buffer.getbuffer())
+
+
+def _shard_is_good(path: Path, key: str, names: Sequence[str], length: int) -> bool:
+    """Whether an existing shard (from an interrupted run) can be kept: our key, every array present and intact."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("key") != key:
+                return False
+        for name in names:
+            read_shard_array(path, name, length)
+        return True
+    except (OSError, CacheError):
+        log.warning("re-extracting damaged feature cache shard %s", path)
+        return False
 
 
 @dataclass
@@ -139,25 +200,8 @@ def _barrier() -> None:
 
 
 def _demo_lengths(source: FrameSource) -> dict[str, int]:
-    with open_dataset(source.path) as ds:
-        what = f"obs/{image_key(source.camera)}" if source.kind == "stored" else "states"
-        return {d: int(ds.demo_group(d)[what].shape[0]) for d in ds.demo_keys}
-
-
-def _open_part(path: Path, key: str) -> h5py.File:
-    """Open (or start) a part file for appending; a part from another key or a corrupt one is started afresh."""
-    if path.exists():
-        try:
-            f = h5py.File(path, "a")
-            if f.attrs.get("key") == key:
-                return f
-            f.close()
-        except OSError:  # killed mid-write: HDF5 metadata can be damaged; the demos in it are recomputed
-            log.warning("discarding unreadable partial feature cache %s", path)
-        path.unlink()
-    f = h5py.File(path, "w")
-    f.attrs["key"] = key
-    return f
+    with open_episodes(source.path) as ds:
+        return {d: ds.episode_length(d) for d in ds.episodes}
 
 
 def _encode(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision: str, maps: bool):
@@ -168,12 +212,30 @@ def _encode(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision
     return emb.cpu().numpy(), (fmap.cpu().numpy() if fmap is not None else None)
 
 
-def _extract_part(
+def _finished_arrays(demo: str, pieces: dict[str, list[np.ndarray]], dtype: str) -> dict[str, np.ndarray]:
+    """A complete demo's pieces -> arrays in the cache dtype; refuses non-finite features (a broken encoder, or
+    float16 overflow) so they are never cached or trained on."""
+    arrays = {}
+    for name, parts in pieces.items():
+        full = np.concatenate(parts)
+        stored = full.astype(_DTYPES[dtype])
+        if not np.isfinite(stored).all():
+            if np.isfinite(full).all():
+                raise ConfigError(f"features.dtype={dtype}: demo {demo}'s {name} features overflow it (max |value| "
+                                  f"{np.abs(full).max():.4g}); use features.dtype=float32")
+            bad = np.flatnonzero(~np.isfinite(full).reshape(len(full), -1).all(axis=1))
+            raise CacheError(f"the encoder produced NaN/inf {name} features for demo {demo} (frames "
+                             f"{bad[:5].tolist()}); check the encoder weights and precision")
+        arrays[name] = stored
+    return arrays
+
+
+def _extract_demos(
     s2_encoder: Any,
     source: FrameSource,
     demos: Sequence[str],
     lengths: dict[str, int],
-    part_path: Path,
+    folder: Path,
     key: str,
     dtype: str,
     store_maps: bool,
@@ -182,43 +244,37 @@ def _extract_part(
     precision: str,
     progress: bool,
 ) -> int:
-    """Encode `demos` into `part_path`, skipping demos a previous (interrupted) run finished. Returns frames encoded."""
-    np_dtype = _DTYPES[dtype]
+    """Encode `demos` into one shard each, keeping intact shards a previous (interrupted) run wrote. Returns frames
+    encoded."""
+    names = ["data", "maps"] if store_maps else ["data"]
+    todo = [d for d in demos if not _shard_is_good(shard_path(folder, d), key, names, lengths[d])]
+    if len(todo) < len(demos):
+        log.info("resuming feature extraction in %s: %d of %d demos already done", folder, len(demos) - len(todo),
+                 len(demos))
+    pending: dict[str, dict[str, list[np.ndarray]]] = {d: {n: [] for n in names} for d in todo}
+    written = {d: 0 for d in todo}
     encoded = 0
-    with _open_part(part_path, key) as f:
-        data, maps = f.require_group("data"), f.require_group("maps")
-        for demo in list(data.keys()):
-            if not data[demo].attrs.get("complete", False):
-                del data[demo]
-                if demo in maps:
-                    del maps[demo]
-        todo = [d for d in demos if d not in data]
-        total = sum(lengths[d] for d in todo)
-        if len(todo) < len(demos):
-            log.info("resuming feature extraction in %s: %d of %d demos already done", part_path, len(demos) - len(todo), len(demos))
-        written = {d: 0 for d in todo}
-        bar = tqdm(total=total, unit="frame", desc=f"features {source.camera}", disable=not progress or total == 0)
-        with bar:
-            for batch in iter_frame_batches(source, todo, batch_size):
-                emb, fmap = _encode(s2_encoder, batch.frames, device, precision, store_maps)
-                row = 0
-                for demo, t0, n in batch.pieces:
-                    if demo not in data:
-                        data.create_dataset(demo, shape=(lengths[demo], emb.shape[1]), dtype=np_dtype)
-                        if store_maps:
-                            maps.create_dataset(demo, shape=(lengths[demo], *fmap.shape[1:]), dtype=np_dtype)
-                    data[demo][t0 : t0 + n] = emb[row : row + n]
-                    if store_maps:
-                        maps[demo][t0 : t0 + n] = fmap[row : row + n]
-                    row += n
-                    written[demo] += n
-                    if written[demo] == lengths[demo]:
-                        data[demo].attrs["complete"] = True  # a demo counts as cached only once fully written
-                        f.flush()
-                encoded += len(batch.frames)
-                bar.update(len(batch.frames))
-    with open(part_path, "rb+") as fh:
-        os.fsync(fh.fileno())
+    total = sum(lengths[d] for d in todo)
+    with tqdm(total=total, unit="frame", desc=f"features {source.camera}", disable=not progress or total == 0) as bar:
+        for batch in iter_frame_batches(source, todo, batch_size):
+            emb, fmap = _encode(s2_encoder, batch.frames, device, precision, store_maps)
+            row = 0
+            for demo, _t0, n in batch.pieces:  # pieces arrive in frame order within each demo
+                pending[demo]["data"].append(emb[row : row + n])
+                if store_maps:
+                    pending[demo]["maps"].append(fmap[row : row + n])
+                row += n
+                written[demo] += n
+                if written[demo] == lengths[demo]:  # a demo is cached only once complete: its shard appears whole
+                    path, finished = shard_path(folder, demo), len(demos) - len(pending)
+                    try:
+                        _write_shard(path, key, _finished_arrays(demo, pending.pop(demo), dtype))
+                    except Exception as e:
+                        raise_if_out_of_space(e, path, f"the shards of the {finished} demo(s) finished before it are "
+                                              "kept and a rerun resumes from there")
+                        raise
+            encoded += len(batch.frames)
+            bar.update(len(batch.frames))
     return encoded
 
 
@@ -250,15 +306,27 @@ def build_feature_cache(
     """Return the cache of `camera`'s S2 features for `dataset_path`, extracting (or finishing) it if needed.
 
     Under torchrun every process encodes its share of the demos (demo i goes to rank i % world) and rank 0 writes the
-    manifest; all ranks must call this. Memory stays bounded by a few batches whatever the dataset size.
+    manifest; all ranks must call this. Memory stays bounded by a few batches plus the features of the demos in
+    flight (each demo's shard is written as soon as it is complete), whatever the dataset size.
     """
     device = select_device(device)
     native = getattr(getattr(s2_encoder, "encoder", None), "native_size", None)
     src = resolve_frame_source(dataset_path, camera, camera_size, source, native_size=native)
     root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
-    root.mkdir(parents=True, exist_ok=True)
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot use {root} as the feature cache folder (features.cache_dir): {e}") from e
+    try:
+        fingerprint = dataset_fingerprint(src, root)
+    except BaseException:
+        if created:  # a file that cannot be read to the end leaves no empty cache folder behind
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
     key, inputs = feature_cache_key(
-        dataset_fingerprint(src, root), encoder_identity(s2_encoder), camera, src.frame_shape, src.kind, dtype, store_maps
+        fingerprint, encoder_identity(s2_encoder), camera, src.frame_shape, src.kind, dtype, store_maps
     )
     folder = cache_folder(root, camera, key)
     stats = ExtractionStats()
@@ -271,27 +339,36 @@ def build_feature_cache(
     folder.mkdir(parents=True, exist_ok=True)
     lengths = _demo_lengths(src)
     demos = list(lengths)
-    parts = {d: f"part-{i % world}-of-{world}.h5" for i, d in enumerate(demos)}
     mine = [d for i, d in enumerate(demos) if i % world == rank]
     s2_encoder = s2_encoder.to(device).eval()
-    t0 = time.perf_counter()
-    stats.frames = _extract_part(
-        s2_encoder, src, mine, lengths, folder / f"part-{rank}-of-{world}.h5", key, dtype, store_maps,
-        batch_size, device, precision, progress,
-    )
-    stats.seconds = time.perf_counter() - t0
-    _barrier()
-    if rank == 0:
-        with h5py.File(folder / parts[demos[0]], "r") as f:
-            dim = int(f[f"data/{demos[0]}"].shape[1])
-        manifest = {"key": key, "inputs": inputs, "dim": dim, "dtype": dtype, "lengths": lengths, "demos": parts}
-        atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
-        log.info("feature cache %s: %d frames in %.1fs", folder, stats.frames, stats.seconds)
-    _barrier()
+    # Another process extracting the same cache holds this lock until its manifest is written; then this one
+    # finds the cache finished. Barriers are unconditional: every rank reaches them whatever it found.
+    with exclusive_lock(folder / f".extract-{rank}-of-{world}.lock", f"extracting into {folder}"):
+        t0 = time.perf_counter()
+        if _manifest_matches(folder, key):
+            stats.reused = True
+        else:
+            stats.frames = _extract_demos(s2_encoder, src, mine, lengths, folder, key, dtype, store_maps,
+                                          batch_size, device, precision, progress)
+        stats.seconds = time.perf_counter() - t0
+        _barrier()
+        if rank == 0 and not _manifest_matches(folder, key):
+            with h5py.File(shard_path(folder, demos[0]), "r") as f:
+                dim = int(f["data"].shape[1])
+            manifest = {"key": key, "inputs": inputs, "dim": dim, "dtype": dtype, "lengths": lengths,
+                        "shards": {d: str(shard_path(folder, d).relative_to(folder)) for d in demos}}
+            atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
+            log.info("feature cache %s: %d frames in %.1fs", folder, stats.frames, stats.seconds)
+        _barrier()
     return FeatureCache(folder), stats
 
 
 def _manifest_matches(folder: Path, key: str) -> bool:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads((folder / "manifest.json").read_text()).get("key") == key
+    """A finished cache for `key`: manifest readable and ours, and every shard it lists present (a shard a user
+    deleted to repair it is re-extracted; a present but damaged one is reported when read). The map cache
+    (maps.py) lists no shards: its manifest and key decide."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        shards = manifest.get("shards", {}).values()
+        return manifest.get("key") == key and all((folder / s).is_file() for s in shards)
     return False

@@ -1,7 +1,7 @@
-"""Content fingerprints of a demonstration file: what part of it a camera's features depend on.
+"""Content fingerprints of a demonstration dataset: what part of it a camera's features depend on.
 
-Hashing a large file on every run would be slow, so the result is memoised per (path, size, mtime_ns, inode): any
-write to the file changes mtime_ns and forces a re-hash, the same rule make and git use.
+Hashing a large dataset on every run would be slow, so the result is memoised per modification stamp (path, size,
+mtime_ns, inode of its files): any write changes mtime_ns and forces a re-hash, the same rule make and git use.
 """
 
 from __future__ import annotations
@@ -9,53 +9,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
-import h5py
-import numpy as np
-
-from ..data import open_dataset
+from ..data import DemoDataset, open_episodes
+from ..errors import ConfigError
 from ..fileio import atomic_write_text
-from .frames import FrameSource, image_key
+from .frames import FrameSource
 
 log = logging.getLogger(__name__)
 
-_CHUNK_FRAMES = 64
-
-
-def _hash_dataset(h: "hashlib._Hash", ds: h5py.Dataset) -> None:
-    h.update(f"{ds.name}|{ds.dtype}|{ds.shape}|".encode())
-    step = _CHUNK_FRAMES if ds.ndim else 1
-    if ds.ndim == 0:
-        h.update(np.asarray(ds[()]).tobytes())
-        return
-    for i in range(0, ds.shape[0], step):
-        h.update(np.ascontiguousarray(ds[i : i + step]).tobytes())
-
 
 def compute_fingerprint(source: FrameSource) -> str:
-    """sha256 over the demo keys and the data the camera's frames come from: the stored images, or (re-rendering)
-    the states, model files and env_args."""
+    """sha256 over the episode names and the data the camera's frames come from: the stored frames (images, or the
+    video files), or (re-rendering) the states, model files and env_args."""
     h = hashlib.sha256()
-    with open_dataset(source.path) as ds:
-        h.update(f"{source.kind}|{ds.demo_keys}|".encode())
-        if source.kind == "render":
-            h.update(json.dumps(ds.env_args, sort_keys=True).encode())
-        for demo in ds.demo_keys:
-            g = ds.demo_group(demo)
-            if source.kind == "stored":
-                _hash_dataset(h, g[f"obs/{image_key(source.camera)}"])
-            else:
-                _hash_dataset(h, g["states"])
-                h.update(str(g.attrs.get("model_file", "")).encode())
+    with open_episodes(source.path) as ds:
+        h.update(f"{source.kind}|{ds.episodes}|".encode())
+        if source.kind == "stored":
+            ds.hash_frames(h, source.camera)
+        elif isinstance(ds, DemoDataset):
+            ds.hash_render_inputs(h)
+        else:
+            raise ConfigError(f"{source.path}: frames can only be re-rendered from robomimic files with states")
     return h.hexdigest()
 
 
 def dataset_fingerprint(source: FrameSource, memo_dir: Path | None = None) -> str:
-    """`compute_fingerprint`, memoised in `memo_dir/fingerprints.json` by the file's (path, size, mtime_ns, inode)."""
-    st = os.stat(source.path)
-    memo_key = f"{Path(source.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{source.kind}|{source.camera}"
+    """`compute_fingerprint`, memoised in `memo_dir/fingerprints.json` by the dataset's modification stamp (size,
+    mtime_ns and inode of its files)."""
+    with open_episodes(source.path) as ds:
+        stamp = ds.modification_stamp()
+    memo_key = f"{stamp}|{source.kind}|{source.camera}"
     memo_file = Path(memo_dir) / "fingerprints.json" if memo_dir is not None else None
     memo: dict[str, str] = {}
     if memo_file is not None and memo_file.is_file():

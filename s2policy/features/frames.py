@@ -1,4 +1,4 @@
-"""Camera frames: the one uint8 -> float conversion, and streaming frame batches out of a demonstration file.
+"""Camera frames: the one uint8 -> float conversion, and streaming frame batches out of a demonstration dataset.
 
 Training, evaluation and the robot loop all call `frames_to_tensor`, so a policy always sees the preprocessing it was
 trained with. Resizing to each S2 scale happens inside `S2Encoder`, not here.
@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..data import DemoDataset, open_dataset
+from ..data import EpisodeReader, open_episodes
+from ..data import image_key as image_key  # re-exported: policy and runtime import it from here
 from ..errors import ConfigError
+
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 RGB frames (H, W, 3) or (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1] on `device`.
@@ -33,14 +35,10 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | s
     return t.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def image_key(camera: str) -> str:
-    """robomimic obs key holding a camera's frames (`agentview` -> `agentview_image`)."""
-    return camera if camera.endswith("_image") else f"{camera}_image"
-
-
 @dataclass(frozen=True)
 class FrameSource:
-    """Where one camera's frames come from: images stored in the file, or re-rendered from `states`.
+    """Where one camera's frames come from: frames the dataset stores (images or videos, any dataset format), or
+    re-rendered from `states` (robomimic files of our simulated tasks).
 
     `frame_shape` is (H, W) of the frames the encoder will see; it is part of the feature cache key.
     """
@@ -51,12 +49,10 @@ class FrameSource:
     frame_shape: tuple[int, int]
     camera_size: int | None
 
-    def demo_frames(self, dataset: DemoDataset, demo: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first index, uint8 (n, H, W, 3)) chunks of one demo; stored images are read slice by slice."""
+    def demo_frames(self, dataset: EpisodeReader, demo: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first index, uint8 (n, H, W, 3)) chunks of one episode, read sequentially."""
         if self.kind == "stored":
-            ds = dataset.obs_array(demo, image_key(self.camera))
-            for t0 in range(0, ds.shape[0], chunk):
-                yield t0, ds[t0 : t0 + chunk]
+            yield from dataset.iter_frames(demo, self.camera, chunk)
         else:
             from envs import rerender  # the simulator is only needed when frames are re-rendered
 
@@ -70,11 +66,11 @@ def resolve_frame_source(
 ) -> FrameSource:
     """Decide where `camera`'s frames come from and check them, raising one ConfigError that names file and key.
 
-    source: "stored" (images in the file), "render" (re-render from states at `camera_size`), or "auto" (stored when
-    their size matches `camera_size` or `camera_size` is None, else render).
+    source: "stored" (frames in the dataset), "render" (re-render from states at `camera_size`), or "auto" (stored
+    when their size matches `camera_size` or `camera_size` is None, else render). Stored frames may be non-square
+    (e.g. a real robot's 480x640); S2 tiles them per axis.
     """
     path = Path(path)
-    key = image_key(camera)
     if source not in ("auto", "stored", "render"):
         raise ConfigError(f"features.source={source!r}: expected auto, stored or render")
     if camera_size is not None and native_size is not None and camera_size < native_size:
@@ -82,37 +78,34 @@ def resolve_frame_source(
             f"camera size {camera_size} is below the encoder's native input size {native_size}: "
             f"S2 would upsample every scale; use task.camera_size >= {native_size}"
         )
-    with open_dataset(path) as ds:
-        first = ds.demo_group(ds.demo_keys[0]) if ds.demo_keys else None
-        if first is None:
-            raise ConfigError(f"{path}: /data holds no demos")
-        obs_keys = list(first.get("obs", {}).keys())
-        stored_shape = tuple(first["obs"][key].shape[1:3]) if key in obs_keys else None
-        has_states = "states" in first
-        env_args = ds.env_args
-    images = sorted(k for k in obs_keys if k.endswith("_image"))
+    with open_episodes(path) as ds:
+        if not ds.episodes:
+            raise ConfigError(f"{path}: the dataset holds no episodes")
+        stored_shape = ds.frame_shape(camera)
+        has_states, env_args, present = ds.has_states, ds.env_args, sorted(ds.camera_keys.values())
+        where = ds.camera_keys.get(camera) or ds.camera_key_expected(camera)
     size_ok = stored_shape is not None and (camera_size is None or stored_shape == (camera_size, camera_size))
     if source == "stored" or (source == "auto" and size_ok):
         if stored_shape is None:
             raise ConfigError(
-                f"{path}: demos have no obs key {key!r} for camera {camera!r} (image keys present: {images}); "
+                f"{path}: no {where} for camera {camera!r} (image keys present: {present}); "
                 "set task.cameras to one of them or re-render with features.source=render"
             )
         if not size_ok:
             raise ConfigError(
-                f"{path}: obs/{key} frames are {stored_shape[0]}x{stored_shape[1]} but task.camera_size={camera_size}; "
+                f"{path}: {where} frames are {stored_shape[0]}x{stored_shape[1]} but task.camera_size={camera_size}; "
                 "set task.camera_size=null to use them as stored, or features.source=render"
             )
         if native_size is not None and min(stored_shape) < native_size:
             raise ConfigError(
-                f"{path}: obs/{key} frames are {stored_shape[0]}x{stored_shape[1]}, below the encoder's native "
+                f"{path}: {where} frames are {stored_shape[0]}x{stored_shape[1]}, below the encoder's native "
                 f"input size {native_size}; re-render them larger (features.source=render task.camera_size=...)"
             )
         return FrameSource(path, camera, "stored", stored_shape, camera_size)
     why_not = _why_not_renderable(env_args, camera, has_states, camera_size)
     if why_not:
-        stored = f"{stored_shape[0]}x{stored_shape[1]}" if stored_shape else f"absent (image keys present: {images})"
-        raise ConfigError(f"{path}: obs key {key!r} for camera {camera!r} is {stored}, and frames cannot be "
+        stored = f"{stored_shape[0]}x{stored_shape[1]}" if stored_shape else f"absent (image keys present: {present})"
+        raise ConfigError(f"{path}: {where} for camera {camera!r} is {stored}, and frames cannot be "
                           f"re-rendered at camera_size={camera_size}: {why_not}")
     return FrameSource(path, camera, "render", (camera_size, camera_size), camera_size)
 
@@ -120,7 +113,7 @@ def resolve_frame_source(
 def _why_not_renderable(env_args: dict, camera: str, has_states: bool, camera_size: int | None) -> str | None:
     """Why frames of `camera` cannot be re-rendered from this file's states (None when they can)."""
     if not has_states:
-        return "demos have no 'states'"
+        return "its episodes have no simulator 'states'"
     if camera_size is None:
         return "task.camera_size is null"
     task = env_args.get("env_kwargs", {}).get("task")
@@ -161,7 +154,7 @@ def iter_frame_batches(
             pieces: list[tuple[str, int, int]] = []
             chunks: list[np.ndarray] = []
             filled = 0
-            with open_dataset(source.path) as dataset:
+            with open_episodes(source.path) as dataset:
                 for demo in demos:
                     for t0, frames in source.demo_frames(dataset, demo, batch_size):
                         while len(frames):

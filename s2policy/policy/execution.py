@@ -17,7 +17,7 @@ class ChunkExecutor:
       exp(-decay * age_rank), oldest first (ACT's temporal ensembling; decay 0 = plain mean).
     """
 
-    def __init__(self, mode: str = "receding", n_action_steps: int = 8, ensemble_decay: float = 0.01, horizon: int = 1):
+    def __init__(self, mode: str, n_action_steps: int, ensemble_decay: float, horizon: int):
         if mode not in EXECUTION_MODES:
             raise ConfigError(f"policy.execution={mode!r}: expected one of {EXECUTION_MODES}")
         if mode == "receding" and horizon > 1 and not 1 <= n_action_steps <= horizon:

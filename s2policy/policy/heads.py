@@ -8,11 +8,12 @@ time only the last position is used. `prev_actions[:, t]` is the action executed
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
+
+from .spatial import SpatialHead
 
 
 class MLPHead(nn.Module):
@@ -67,7 +68,9 @@ class TransformerHead(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, horizon * action_dim))
-        self.register_buffer("causal_mask", torch.triu(torch.full((history, history), -math.inf), diagonal=1))
+        # bool (True = may not attend): same attention as a -inf float mask, and every saved tensor stays finite, so
+        # checkpoints can be refused for any NaN/inf. Older files' float masks load into it unchanged (-inf -> True).
+        self.register_buffer("causal_mask", torch.ones(history, history, dtype=torch.bool).triu(1))
 
     def forward(self, features: torch.Tensor, proprio: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
         b, t = features.shape[:2]
@@ -78,7 +81,7 @@ class TransformerHead(nn.Module):
         return self.out(x).reshape(b, t, self.horizon, self.action_dim)
 
 
-HEADS = {"mlp": MLPHead, "transformer": TransformerHead}
+HEADS = {"mlp": MLPHead, "transformer": TransformerHead, "spatial": SpatialHead}
 
 
 def build_head(kind: str, feature_dim: int, proprio_dim: int, action_dim: int, **kwargs: Any) -> nn.Module:
@@ -87,7 +90,7 @@ def build_head(kind: str, feature_dim: int, proprio_dim: int, action_dim: int, *
 
     if kind not in HEADS:
         raise ConfigError(f"unknown policy head {kind!r}: expected one of {sorted(HEADS)}")
-    if kind == "mlp" and "hidden" in kwargs:
+    if kind in ("mlp", "spatial") and "hidden" in kwargs:
         kwargs["hidden"] = tuple(kwargs["hidden"])
     try:
         return HEADS[kind](feature_dim, proprio_dim, action_dim, **kwargs)

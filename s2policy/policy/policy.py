@@ -7,22 +7,27 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..config.groups import DEFAULT_N_ACTION_STEPS
 from ..device import autocast, select_device
 from ..errors import CheckpointError
 from ..features.encoder import build_s2_encoder, encoder_identity
 from ..features.frames import frames_to_tensor, image_key
+from ..features.maps import camera_features
 from ..fileio import atomic_path, safetensors_load_safe
+from ..finite import nonfinite_summary
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
+from .spatial import uses_maps
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +51,14 @@ class PolicyConfig:
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     camera_size: int | None = None
     execution: str = "receding"  # "receding" | "ensemble"
-    n_action_steps: int = 8
+    n_action_steps: int = DEFAULT_N_ACTION_STEPS
     ensemble_decay: float = 0.01
     precision: str = "auto"
     task: str | None = None
     encoder_identity: dict[str, Any] = field(default_factory=dict)  # S2Encoder identity at training time
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PolicyConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> PolicyConfig:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -82,7 +87,7 @@ class Policy(nn.Module):
     # --- construction -------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, config: PolicyConfig, encoder: nn.Module, proprio_norm: Normalizer,
-               action_norm: Normalizer) -> "Policy":
+               action_norm: Normalizer) -> Policy:
         """A new policy with a freshly initialised head (`config.head`, `config.head_kwargs`)."""
         if not config.encoder_identity:
             config.encoder_identity = encoder_identity(encoder)
@@ -102,14 +107,17 @@ class Policy(nn.Module):
         return self.action_norm.mean.device
 
     # --- model-level API (normalised tensors) -------------------------------------------------------------------
-    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int = 0) -> torch.Tensor:
-        """{camera: uint8 (N, H, W, 3)} -> (N, feature_dim): every camera through the same frozen S2 encoder,
-        concatenated in `config.cameras` order (the order used for the cached features). A policy without cameras
-        (a proprio-only or privileged-state control) has feature_dim 0: pass `n`, the number of observations."""
-        if not self.config.cameras:
-            return torch.zeros(n, 0, device=self.device)
+    def encode_frames(self, frames: Mapping[str, np.ndarray | torch.Tensor], n: int | None = None) -> torch.Tensor:
+        """{camera: uint8 (N, H, W, 3)} -> (N, feature_dim): every camera through the same frozen S2 encoder
+        (pooled embeddings, or merged maps flattened for a spatial head), concatenated in `config.cameras` order (the
+        order used for the cached features). `n`: the number of observations, needed only without frames
+        (encoder=none: no cameras, zero-width features)."""
+        n = len(next(iter(frames.values()))) if frames else int(n or 0)
+        feats = [torch.zeros(n, 0, device=self.device)]
+        maps = uses_maps(self.config.head)  # a spatial head takes each camera's merged S2 map, flattened
         with torch.inference_mode(), autocast(self.device, self.config.precision):
-            feats = [self.encoder.embed(frames_to_tensor(frames[c], self.device)).float() for c in self.config.cameras]
+            feats += [camera_features(self.encoder, frames_to_tensor(frames[c], self.device), maps).float()
+                      for c in self.config.cameras]
         return torch.cat(feats, dim=-1)
 
     def predict_action_chunk(self, features: torch.Tensor, proprio: torch.Tensor,
@@ -139,7 +147,7 @@ class Policy(nn.Module):
 
     def act_batch(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> np.ndarray:
         """N environments (a list of observations, or one dict of arrays stacked on axis 0) -> float32 (N, A)."""
-        frames, proprio = self._parse(observations)
+        frames, proprio = self.parse_observations(observations)
         n = proprio.shape[0]
         if n != len(self._history):
             if self._history:
@@ -170,12 +178,9 @@ class Policy(nn.Module):
         self.executor.reset_all(n)
 
     def _window(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(history, ·) tensors for env i; steps before the episode start repeat its first step (as in training)."""
-        steps = list(self._history[i])
-        steps = [steps[0]] * (self.history - len(steps)) + steps
-        return tuple(torch.stack(x) for x in zip(*steps))  # type: ignore[return-value]
+        return history_window(self._history[i], self.history)
 
-    def _parse(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]):
+    def parse_observations(self, observations: Sequence[Mapping[str, Any]] | Mapping[str, Any]):
         """-> ({camera: uint8 (N, H, W, 3)}, proprio float32 (N, P) on the policy device)."""
         batched = isinstance(observations, Mapping)
         obs_list = [observations] if batched else list(observations)
@@ -208,10 +213,14 @@ class Policy(nn.Module):
         return state
 
     def save(self, path: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
-        """Write `path` (.safetensors) atomically: tensors + the JSON config in the file's metadata. No pickle."""
+        """Write `path` (.safetensors) atomically: tensors + the JSON config in the file's metadata. No pickle.
+        Refuses (CheckpointError, nothing written) a policy with a NaN/inf tensor: it could only drive a robot badly."""
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.trainable_state().items()}
+        bad = nonfinite_summary(tensors)
+        if bad is not None:
+            raise CheckpointError(f"refusing to write policy {path}: non-finite tensors {bad}")
         meta = {_META_KEY: json.dumps({"format": CHECKPOINT_FORMAT, "config": asdict(self.config)})}
         meta |= dict(extra_metadata or {})
         path = Path(path)
@@ -220,7 +229,7 @@ class Policy(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto", encoder: nn.Module | None = None) -> "Policy":
+    def load(cls, path: str | Path, device: str | torch.device = "auto", encoder: nn.Module | None = None) -> Policy:
         """Rebuild a saved policy on `device`. `encoder`: an already-built S2Encoder to share (checked to match).
 
         Raises CheckpointError for a missing, truncated or foreign file, or encoder weights that differ from the
@@ -256,21 +265,41 @@ class Policy(nn.Module):
         return policy.to(select_device(device)).eval()
 
 
+def history_window(steps: Sequence[tuple[torch.Tensor, ...]], history: int) -> tuple[torch.Tensor, ...]:
+    """One environment's last steps [(features (F,), proprio (P,), prev_action (A,)), ...] -> the head's window
+    tensors (history, ·); steps before the episode start repeat its first step (as in training)."""
+    steps = list(steps)
+    steps = [steps[0]] * (history - len(steps)) + steps
+    return tuple(torch.stack(x) for x in zip(*steps))
+
+
 def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Tensor]]:
-    """(config, tensors) of a policy file, with one CheckpointError for anything that is not one."""
+    """(config, tensors) of a policy file, with one CheckpointError for anything that is not one or that holds a
+    NaN/inf tensor."""
     path = Path(path)
     if path.is_dir():
         path = path / "policy.safetensors"
     meta, tensors = safetensors_load_safe(path, "policy checkpoint")
+    # s2policy 0.1.0 stored the transformer's causal mask as float (-inf above the diagonal): the same mask as bool
+    tensors = {k: (v != 0 if k.endswith("causal_mask") and v.is_floating_point() else v) for k, v in tensors.items()}
+    bad = nonfinite_summary(tensors)
+    if bad is not None:  # evaluation and the robot loop load through here: a NaN policy never acts
+        raise CheckpointError(f"{path}: policy file holds non-finite tensors {bad}; it cannot be used (retrain, or "
+                              "use an earlier checkpoint)")
     if _META_KEY not in meta:
         raise CheckpointError(f"{path} is a safetensors file but not an s2policy policy (no '{_META_KEY}' metadata)")
     try:
         blob = json.loads(meta[_META_KEY])
         if blob.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path}: checkpoint format {blob.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        return PolicyConfig.from_dict(blob["config"]), tensors
+        config = PolicyConfig.from_dict(blob["config"])
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable policy config in metadata: {e}") from e
+    if not config.cameras and config.encoder != "none":
+        # s2policy 0.1.0 wrote image-free controls as cameras=[] beside an unused encoder: that is encoder=none
+        config = replace(config, encoder="none", weights="none", encoder_identity={})
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("encoder.")}
+    return config, tensors
 
 
 def read_policy_config(path: str | Path) -> PolicyConfig:

@@ -8,11 +8,10 @@ simulated robot and prints the cadence report.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 
 from ..errors import S2PolicyError
+from .cli_args import add_loop_arguments, add_runner_arguments, print_report, safety_config, setup_logging
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,34 +21,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--exported", help="directory written by `python -m s2policy.runtime.export` (onnxruntime)")
     p.add_argument("--robot", choices=["sim"], default="sim",
                    help="sim: our MuJoCo task in real time (real robots plug in through the Python API)")
-    p.add_argument("--hz", type=float, default=10.0, help="control rate")
     p.add_argument("--task", default=None, help="simulated task (default: the checkpoint's task, else lift)")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to run (Ctrl-C stops earlier)")
     p.add_argument("--background-inference", action="store_true", help="infer in a worker thread; ticks never wait")
     p.add_argument("--camera-size", type=int, default=None, help="rendered frame side (default: the training one)")
-    p.add_argument("--sim-hz", type=float, default=20.0, help="simulator (robot controller) rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=None, help="torch threads (1 is often fastest on a busy CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder and head")
-    p.add_argument("--max-delta", type=float, default=None, help="per-tick rate limit on every action dimension")
-    p.add_argument("--max-observation-age", type=float, default=None, help="seconds (default 3 control periods)")
-    p.add_argument("--max-action-age", type=float, default=None,
-                   help="seconds from capture to sending (default 5 control periods)")
-    p.add_argument("--fault-action", choices=["safe", "hold"], default="safe")
-    p.add_argument("--json", default=None, help="also write the report as JSON here")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_runner_arguments(p)
+    add_loop_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from ..fileio import atomic_write_text
+    setup_logging(args.verbose)
     from ..policy import read_policy_config
-    from . import ControlLoop, PolicyRunner, SafetyConfig, SimRobot
+    from . import ControlLoop, PolicyRunner, SimRobot
     from .export import ExportedPolicy
 
     try:
@@ -57,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if exported is not None:
             manifest = exported.manifest
             cameras, task = manifest.cameras, manifest.task
-            camera_size = args.camera_size or tuple(manifest.frame_shapes[cameras[0]])
+            camera_size = args.camera_size or next((tuple(s) for s in manifest.frame_shapes.values()), 224)
         else:
             config = read_policy_config(args.checkpoint)
             cameras, task = list(config.cameras), config.task
@@ -71,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner = PolicyRunner.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                                       compile=args.compile, threads=args.threads,
                                                       example_observation=robot.get_observation())
-            safety = SafetyConfig(low=robot.action_low, high=robot.action_high, max_delta=args.max_delta,
-                                  max_observation_age=args.max_observation_age,
-                                  max_action_age=args.max_action_age, fault_action=args.fault_action)
+            safety = safety_config(args, robot)
         except BaseException:
             robot.close()
             raise
@@ -84,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report.extra.update(task=task, episodes_finished=robot.episodes,
                         successes=robot.successes, sim_steps=robot.steps, sim_overruns=robot.overruns)
-    print(report.format())
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
+    print_report(report, args.json)
     return 0
 
 

@@ -29,8 +29,9 @@ from torch import nn
 
 from ..errors import ConfigError, S2PolicyError
 from ..features.frames import frames_to_tensor, image_key
+from ..features.maps import camera_features
 from ..fileio import atomic_path, atomic_write_text
-from ..policy import ChunkExecutor, Policy
+from ..policy import ChunkExecutor, Policy, uses_maps
 from .report import StageTimes
 from .robot import EPISODE_KEY
 
@@ -46,17 +47,20 @@ class ExportParityError(S2PolicyError):
 
 
 class EncoderGraph(nn.Module):
-    """Frames of every camera + raw proprio -> concatenated S2 features and normalised proprio (Policy's processing)."""
+    """Frames of every camera + raw proprio -> concatenated S2 features (pooled, or maps for a spatial head) and
+    normalised proprio (Policy's processing)."""
 
     def __init__(self, policy: Policy):
         super().__init__()
         self.cameras = list(policy.config.cameras)
         self.encoder = copy.deepcopy(policy.encoder)  # S2Encoder.plan casts traced sizes to ints itself
         self.proprio_norm = copy.deepcopy(policy.proprio_norm)
+        self.maps = uses_maps(policy.config.head)  # spatial heads take the merged S2 maps, flattened
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *frames, proprio = inputs
-        feats = [self.encoder.embed(frames_to_tensor(f)) for f in frames]
+        feats = [proprio.new_zeros(proprio.shape[0], 0)]  # encoder=none: no cameras, zero-width features
+        feats += [camera_features(self.encoder, frames_to_tensor(f), self.maps) for f in frames]
         return torch.cat(feats, dim=-1), self.proprio_norm.normalize(proprio)
 
 
@@ -157,6 +161,7 @@ def _write_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path
             torch.jit.save(torch.jit.trace(module, inputs, check_trace=False), str(tmp))
         else:
             _register_antialiased_resize()
+            _register_area_resize()
             torch.onnx.export(module, inputs, str(tmp), input_names=names[0], output_names=names[1],
                               opset_version=_OPSET, dynamo=False)
 
@@ -179,6 +184,34 @@ def _register_antialiased_resize() -> None:
                     coordinate_transformation_mode_s="half_pixel", exclude_outside_i=1)
 
     torch.onnx.register_custom_op_symbolic("aten::_upsample_bicubic2d_aa", symbolic, _OPSET)
+
+
+def _register_area_resize() -> None:
+    """Teach the ONNX exporter S2's merge of a coarse scale's map onto a finer grid (area interpolation =
+    adaptive average pooling, which it only exports when shrinking): growing by a whole factor is block replication,
+    i.e. nearest-neighbour Resize; shrinking by a whole factor is average pooling. Spatial heads on the largest
+    scale's grid need the first."""
+
+    def symbolic(g: Any, x: Any, output_size: Any) -> Any:
+        from torch.onnx import symbolic_helper
+
+        out = list(symbolic_helper._parse_arg(output_size, "is"))
+        size = list(symbolic_helper._get_tensor_sizes(x)[2:])
+        if all(o % i == 0 for o, i in zip(out, size)):
+            batch_channels = g.op("Slice", g.op("Shape", x), g.op("Constant", value_t=torch.tensor([0])),
+                                  g.op("Constant", value_t=torch.tensor([2])))
+            sizes = g.op("Concat", batch_channels, g.op("Constant", value_t=torch.tensor(out, dtype=torch.int64)),
+                         axis_i=0)
+            empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+            return g.op("Resize", x, empty, empty, sizes, mode_s="nearest", nearest_mode_s="floor",
+                        coordinate_transformation_mode_s="asymmetric")
+        if all(i % o == 0 for o, i in zip(out, size)):
+            k = [i // o for o, i in zip(out, size)]
+            return g.op("AveragePool", x, kernel_shape_i=k, strides_i=k)
+        raise ConfigError(f"cannot export S2's area resize of a {size} map to {out}: the grids of the scales must be "
+                          "whole multiples of each other")
+
+    torch.onnx.register_custom_op_symbolic("aten::adaptive_avg_pool2d", symbolic, _OPSET)
 
 
 class ExportedPolicy:
@@ -229,24 +262,39 @@ class ExportedPolicy:
         encode = head = 0.0
         needs = self.executor.needs_chunk(0)
         if needs or m.history > 1:  # history heads need every step's features, as in Policy.act
-            inputs = [self._frame(observation, c)[None] for c in m.cameras] + [self._proprio(observation)[None]]
             t0 = time.perf_counter()
-            feats, prop = self._encoder(inputs)
+            feats, prop = self.encode(observation)
             encode = time.perf_counter() - t0
-            self._history.append((feats[0], prop[0], self._prev_action))
+            self._history.append((feats, prop, self._prev_action))
         if needs:
-            steps = list(self._history)
-            steps = [steps[0]] * (m.history - len(steps)) + steps
-            window = [np.stack(x)[None].astype(np.float32) for x in zip(*steps)]
             t0 = time.perf_counter()
-            (chunk,) = self._head(window)
+            chunk = self.plan(self._history)
             head = time.perf_counter() - t0
-            self.executor.add_chunk(0, chunk[0])
+            self.executor.add_chunk(0, chunk)
         action = np.asarray(self.executor.pop(0), np.float32)
-        self._prev_action = (action - self._mean) / self._std
+        self._prev_action = self.normalize_action(action)
         total = time.perf_counter() - start
         self.last_times = StageTimes(preprocess=max(total - encode - head, 0.0), encode=encode, head=head)
         return action
+
+    def encode(self, observation: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """One observation -> (features (F,), normalised proprio (P,)): the encoder graph."""
+        m = self.manifest
+        inputs = [self._frame(observation, c)[None] for c in m.cameras] + [self._proprio(observation)[None]]
+        feats, prop = self._encoder(inputs)
+        return feats[0], prop[0]
+
+    def plan(self, steps: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """The last steps [(features, normalised proprio, normalised previous action), ...] -> the chunk
+        (horizon, A) predicted at the last one: the head graph (steps before the first repeat it, as in training)."""
+        steps = list(steps)
+        steps = [steps[0]] * (self.manifest.history - len(steps)) + steps
+        window = [np.stack(x)[None].astype(np.float32) for x in zip(*steps)]
+        (chunk,) = self._head(window)
+        return chunk[0]
+
+    def normalize_action(self, action: np.ndarray) -> np.ndarray:
+        return ((action - self._mean) / self._std).astype(np.float32)
 
     def _frame(self, observation: Mapping[str, Any], camera: str) -> np.ndarray:
         key = next((k for k in (camera, image_key(camera)) if k in observation), None)

@@ -37,15 +37,18 @@ class OrtBackbone:
         return torch.from_numpy(self.session.run(None, {self.input_name: batch})[0])
 
 
-def use_onnx_backbone(s2_encoder: nn.Module, threads: int = 1) -> OrtBackbone:
+def use_onnx_backbone(s2_encoder: nn.Module, threads: int = 1) -> OrtBackbone | None:
     """Make `s2_encoder` (an S2Encoder on the CPU) run its backbone crops in ONNX Runtime with `threads` intra-op
-    threads, in place. The counted GMACs are computed first (they need the torch modules). Raises ExportError if
+    threads, in place (nothing to do, and None, for an encoder without weights). The counted GMACs are computed
+    first (they need the torch modules). Raises ExportError if
     onnxruntime is missing (ConfigError) or the exported backbone disagrees with torch (ExportParityError)."""
     try:
         import onnxruntime as ort
     except ImportError as e:
         raise ConfigError("eval.backbone=onnx needs onnxruntime: pip install -e '.[export]'") from e
     backbone = s2_encoder.encoder
+    if not backbone.state_dict():  # the "none" encoder: no backbone pass to run anywhere
+        return None
     s2_encoder.gmacs()  # cache the counted cost while the torch graph is still the one that runs
     size = int(backbone.native_size)
     probe = torch.rand(2, 3, size, size)

@@ -10,6 +10,10 @@ import numpy as np
 #: Stages in the order they happen in one control step. preprocess covers everything in the policy call that is not a
 #: network: parsing, uint8 -> float, S2 resizing and cropping, normalisation, the action-chunk queue.
 STAGES = ("observe", "preprocess", "encode", "head", "act")
+#: Extra stages when the policy is served over the network (one sample per reply): request = observation capture ->
+#: request written to the socket; network = round trip minus the server's time (both directions); server_io = the
+#: server's decoding, checking and reply encoding; queue = waiting on the server for its inference thread / batch.
+REMOTE_STAGES = ("request", "network", "server_io", "queue")
 PERCENTILES = (50, 95, 99)
 
 
@@ -55,6 +59,11 @@ class TimingLog:
         for stage in ("preprocess", "encode", "head"):
             self.stages[stage].append(getattr(times, stage))
 
+    def add_remote_times(self, seconds: dict[str, float]) -> None:
+        """One reply's network-side stages ({stage in REMOTE_STAGES: seconds})."""
+        for stage, value in seconds.items():
+            self.stages.setdefault(stage, []).append(value)
+
 
 @dataclass
 class CadenceReport:
@@ -67,17 +76,18 @@ class CadenceReport:
     missed_deadlines: int
     skipped_slots: int
     inferences: int
-    background: bool
+    background: bool  # the tick does not wait for inference (background thread or a chunk stream)
     tick_latency_ms: dict[str, float]
     action_age_ms: dict[str, float]
     stage_ms: dict[str, dict[str, float]]
     safety_events: dict[str, int]
     stop_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    mode: str = ""  # how actions were produced, e.g. "inference in the tick", "action chunks from ws://..."
 
     @classmethod
     def from_log(cls, log: TimingLog, target_hz: float, background: bool, safety_events: dict[str, int],
-                 stop_reason: str, extra: dict[str, Any] | None = None) -> "CadenceReport":
+                 stop_reason: str, extra: dict[str, Any] | None = None, mode: str = "") -> "CadenceReport":
         starts = log.tick_start
         span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
         return cls(
@@ -95,6 +105,7 @@ class CadenceReport:
             safety_events=dict(safety_events),
             stop_reason=stop_reason,
             extra=dict(extra or {}),
+            mode=mode or ("background inference" if background else "inference in the tick"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,7 +115,7 @@ class CadenceReport:
 
     def format(self) -> str:
         """A human-readable table (what the CLI prints)."""
-        mode = "background inference" if self.background else "inference in the tick"
+        mode = self.mode or ("background inference" if self.background else "inference in the tick")
         lines = [
             f"cadence: {self.achieved_hz:.2f} Hz achieved of {self.target_hz:g} Hz target ({mode}), "
             f"{self.ticks} ticks in {self.seconds:.1f} s, {self.inferences} inferences; stopped: {self.stop_reason}",
@@ -113,7 +124,8 @@ class CadenceReport:
             f"{'latency (ms)':<28}{'mean':>8}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}",
         ]
         rows = [("tick (observe->sent)", self.tick_latency_ms), ("action age (capture->sent)", self.action_age_ms)]
-        rows += [(f"  {s}", self.stage_ms[s]) for s in STAGES]
+        order = ["observe", *(s for s in REMOTE_STAGES if s in self.stage_ms), *STAGES[1:]]
+        rows += [(f"  {s}", self.stage_ms[s]) for s in order]
         for name, st in rows:
             lines.append(f"{name:<28}" + "".join(f"{st[k]:>8.1f}" for k in ("mean", "p50", "p95", "p99", "max")))
         events = ", ".join(f"{k}={v}" for k, v in sorted(self.safety_events.items())) or "none"

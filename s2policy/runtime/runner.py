@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from .report import StageTimes
 from .robot import EPISODE_KEY
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ForwardTimer:
@@ -119,15 +120,20 @@ class PolicyRunner:
             if self._episode is not None:
                 self.policy.reset()
             self._episode = episode
+        action, self.last_times = self.timed(self.policy.act, observation)
+        return action
+
+    def timed(self, fn: Callable[..., T], *args: Any) -> tuple[T, StageTimes]:
+        """`fn(*args)` in inference mode -> (its result, the stage times of the call: encode and head from the
+        forward hooks, preprocess the rest). The policy server times its batched chunk calls with it."""
         self._encode_timer.reset()
         self._head_timer.reset()
         start = time.perf_counter()
         with torch.inference_mode():
-            action = self.policy.act(observation)
+            result = fn(*args)
         total = time.perf_counter() - start
         encode, head = self._encode_timer.elapsed, self._head_timer.elapsed
-        self.last_times = StageTimes(preprocess=max(total - encode - head, 0.0), encode=encode, head=head)
-        return action
+        return result, StageTimes(preprocess=max(total - encode - head, 0.0), encode=encode, head=head)
 
     def reset(self) -> None:
         """Forget history and queued actions (a new episode)."""

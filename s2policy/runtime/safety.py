@@ -24,10 +24,16 @@ NONFINITE_OBSERVATION = "nonfinite_observation"
 STALE_OBSERVATION = "stale_observation"
 NONFINITE_ACTION = "nonfinite_action"
 STALE_ACTION = "stale_action"
-NO_ACTION_YET = "no_action_yet"  # background inference has not produced its first action
+NO_ACTION_YET = "no_action_yet"  # background inference / the first chunk has not arrived yet
+SERVER_UNAVAILABLE = "server_unavailable"  # a remote policy is not connected (its planned actions are dropped)
+BAD_REPLY = "bad_reply"  # a remote policy's reply broke the protocol (garbage, wrong shape, non-finite): ignored
+SERVER_ERROR = "server_error"  # the server answered a request with an error reply
+REPLY_TIMEOUT = "reply_timeout"  # no reply within the client's request timeout
 CLIPPED = "clipped"
 RATE_LIMITED = "rate_limited"
-FAULTS = (NONFINITE_OBSERVATION, STALE_OBSERVATION, NONFINITE_ACTION, STALE_ACTION, NO_ACTION_YET)
+DROPPED_LATE = "dropped_late"  # a planned action whose slot passed before it could be sent
+FAULTS = (NONFINITE_OBSERVATION, STALE_OBSERVATION, NONFINITE_ACTION, STALE_ACTION, NO_ACTION_YET, SERVER_UNAVAILABLE,
+          BAD_REPLY, SERVER_ERROR, REPLY_TIMEOUT)
 
 ArrayLike = float | Sequence[float] | np.ndarray
 
@@ -107,7 +113,7 @@ class SafetyGuard:
         self.counts[kind] += 1
         self.events.append(SafetyEvent(self.tick, kind, detail))
         n = self.counts[kind]
-        if kind in FAULTS and kind != NO_ACTION_YET and (n == 1 or n % self._log_every == 0):
+        if kind in FAULTS and kind not in (NO_ACTION_YET, SERVER_UNAVAILABLE) and (n == 1 or n % self._log_every == 0):
             log.warning("tick %d: %s (%s); sending the %s action [%d so far]", self.tick, kind, detail,
                         self.config.fault_action, n)
         else:
@@ -129,9 +135,11 @@ class SafetyGuard:
         return None
 
     # --- outputs -------------------------------------------------------------------------------------------------
-    def filter_action(self, action: np.ndarray, observed_at: float, now: float) -> tuple[np.ndarray, str | None]:
+    def filter_action(self, action: np.ndarray, observed_at: float, now: float,
+                      due_at: float | None = None) -> tuple[np.ndarray, str | None]:
         """Policy action (A,) computed from an observation captured at `observed_at` -> (action to send, fault kind
-        or None). Faults give the fault action; otherwise the action is clipped to bounds and rate limited."""
+        or None). Faults give the fault action; otherwise the action is clipped to bounds and rate limited.
+        `due_at`: when a planned (chunk) action is for; its staleness is counted from then instead of from capture."""
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (self.action_dim,):
             raise ValueError(f"policy returned an action of shape {action.shape}, the robot takes ({self.action_dim},)")
@@ -139,9 +147,10 @@ class SafetyGuard:
             self.record(NONFINITE_ACTION, f"{int((~np.isfinite(action)).sum())} non-finite values")
             return self.fault(), NONFINITE_ACTION
         max_age = self.config.max_action_age
-        if max_age is not None and now - observed_at > max_age:
-            self.record(STALE_ACTION, f"computed from an observation {1e3 * (now - observed_at):.0f} ms old "
-                                      f"> {1e3 * max_age:.0f} ms")
+        since = observed_at if due_at is None else due_at
+        if max_age is not None and now - since > max_age:
+            what = "computed from an observation" if due_at is None else "planned for a slot"
+            self.record(STALE_ACTION, f"{what} {1e3 * (now - since):.0f} ms old > {1e3 * max_age:.0f} ms")
             return self.fault(), STALE_ACTION
         return self._limit(action), None
 

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..fileio import atomic_path, safetensors_load_safe
+from ..finite import nonfinite_summary
 from ..policy import Policy
 from .optim import EMA
 
@@ -21,7 +22,8 @@ TRAIN_STATE_FORMAT = "s2policy.train_state/1"
 
 def save_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torch.optim.Optimizer, step: int,
                      run_config: dict[str, Any]) -> Path:
-    """Atomically write the state after `step` optimisation steps."""
+    """Atomically write the state after `step` optimisation steps (CheckpointError, nothing written, if a tensor is
+    NaN/inf)."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v for k, v in policy.trainable_state().items()}
@@ -31,6 +33,9 @@ def save_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torc
         for name, value in state.items():
             tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    bad = nonfinite_summary(tensors)
+    if bad is not None:  # never replace the last good state with a broken one
+        raise CheckpointError(f"refusing to write training checkpoint {path}: non-finite tensors {bad}")
     meta = {
         "format": TRAIN_STATE_FORMAT,
         "step": str(step),
@@ -45,12 +50,22 @@ def save_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torc
     return path
 
 
-def load_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torch.optim.Optimizer) -> int:
-    """Restore model, EMA and optimizer from `path` in place; returns the step to continue from."""
+def read_train_state(path: str | Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a training checkpoint; CheckpointError for a damaged, foreign or non-finite one.
+    Cheap: `train` calls it before any expensive stage when resuming."""
     path = Path(path)
     meta, tensors = safetensors_load_safe(path, "training checkpoint")
     if meta.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not an s2policy training checkpoint (format {meta.get('format')!r})")
+    bad = nonfinite_summary(tensors)
+    if bad is not None:
+        raise CheckpointError(f"training checkpoint {path} holds non-finite tensors {bad}; it cannot be resumed")
+    return meta, tensors
+
+
+def load_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torch.optim.Optimizer) -> int:
+    """Restore model, EMA and optimizer from `path` in place; returns the step to continue from."""
+    meta, tensors = read_train_state(path)
     device = policy.device
     try:
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}

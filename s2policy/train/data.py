@@ -10,16 +10,17 @@ last step repeat the last action: exactly what `Policy.act` sees at the start of
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from ..data import open_dataset
+from ..data import is_lerobot_path, open_episodes
 from ..device import autocast
-from ..errors import ConfigError
-from ..features import FeatureCache, frames_to_tensor, image_key
+from ..errors import ConfigError, DatasetError
+from ..features import FeatureCache, frames_to_tensor
 
 
 @dataclass
@@ -48,19 +49,23 @@ class StepTable:
 
 
 def load_steps(path: str, demos: Sequence[str], proprio_keys: Sequence[str]) -> StepTable:
-    """Read proprio (the `proprio_keys` concatenated) and actions of `demos`; a missing key -> ConfigError."""
+    """Read proprio (the `proprio_keys` concatenated) and actions of `demos` (any dataset format); a missing key ->
+    ConfigError listing the available ones."""
     proprio, actions, start, end = [], [], [], []
     offset = 0
-    with open_dataset(path) as ds:
+    with open_episodes(path) as ds:
         for demo in demos:
-            missing = [k for k in proprio_keys if k not in ds.demo_group(demo).get("obs", {})]
-            if missing:
-                raise ConfigError(f"{path}: demo {demo} has no obs key(s) {missing} (task.proprio_keys); "
-                                  f"available: {ds.obs_keys}")
-            d = ds.load_demo(demo, obs_keys=proprio_keys, load_images=False)
-            n = len(d.actions)
-            proprio.append(np.concatenate([d.obs[k].reshape(n, -1) for k in proprio_keys], axis=1))
-            actions.append(d.actions)
+            try:
+                obs = ds.read_lowdim(demo, proprio_keys)
+            except DatasetError as e:
+                raise ConfigError(f"{e} (task.proprio_keys={list(proprio_keys)})") from e
+            acts = ds.read_actions(demo)
+            n = len(acts)
+            for key, values in obs.items():
+                if len(values) != n:
+                    raise DatasetError(f"{path}: episode {demo}, key {key!r}: {len(values)} steps but {n} actions")
+            proprio.append(np.concatenate([obs[k].reshape(n, -1) for k in proprio_keys], axis=1))
+            actions.append(acts)
             start.append(np.full(n, offset))
             end.append(np.full(n, offset + n))
             offset += n
@@ -82,25 +87,19 @@ class StepFeatures(Protocol):
 
 
 class CachedFeatures:
-    """Features of every step held in memory (cache dtype), concatenated over cameras in the configured order."""
+    """Features of every step held in memory (cache dtype), concatenated over cameras in the configured order
+    (no cameras: zero-width features)."""
 
-    def __init__(self, caches: Sequence[FeatureCache], demos: Sequence[str], device: torch.device | str = "cpu"):
-        per_camera = [np.concatenate([c.embeddings(d) for d in demos]) for c in caches]
+    def __init__(self, caches: Sequence[FeatureCache], steps: StepTable, device: torch.device | str = "cpu"):
+        per_camera = [np.concatenate([c.embeddings(d) for d in steps.demos]) for c in caches]
+        # float16 zero-width start: never widens the cache dtype
+        table = np.concatenate([np.zeros((steps.num_steps, 0), np.float16), *per_camera], axis=1)
         # On a GPU the whole table moves once: batches are then gathered without host-to-device copies.
-        self.table = torch.from_numpy(np.concatenate(per_camera, axis=1)).to(device)
+        self.table = torch.from_numpy(table).to(device)
         self.dim = int(self.table.shape[1])
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         return self.table[idx.to(self.table.device)].float()
-
-
-class NoFeatures:
-    """A policy without cameras (the proprio-only and privileged-state controls): zero-width features."""
-
-    dim = 0
-
-    def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(idx.shape[0], 0)
 
 
 class EncodedFeatures:
@@ -109,19 +108,26 @@ class EncodedFeatures:
 
     def __init__(self, path: str, steps: StepTable, cameras: Sequence[str], encoder: torch.nn.Module,
                  device: torch.device, precision: str = "auto"):
-        self.dataset = open_dataset(path)
+        self.dataset = open_episodes(path)
+        if is_lerobot_path(path):
+            self.dataset.close()
+            raise ConfigError(f"{path}: features.cache=false reads frames at random steps, which a video dataset can "
+                              "only do by decoding whole episodes per batch; use features.cache=true")
         self.steps, self.cameras, self.encoder = steps, list(cameras), encoder
         self.device, self.precision = device, precision
         self.dim = int(encoder.out_dim) * len(self.cameras)
         for cam in self.cameras:
-            self.dataset.obs_array(steps.demos[0], image_key(cam))  # raises DatasetError naming the key if absent
+            if self.dataset.frame_shape(cam) is None:
+                self.dataset.close()
+                raise ConfigError(f"{path}: no stored frames {self.dataset.camera_key_expected(cam)} for camera "
+                                  f"{cam!r}; image keys present: {sorted(self.dataset.camera_keys.values())}")
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         unique, inverse = torch.unique(idx, return_inverse=True)
         where = self.steps.locate(unique)
-        feats = []
+        feats = [torch.zeros(len(where), 0, device=self.device)]
         for cam in self.cameras:
-            frames = np.stack([self.dataset.obs_array(d, image_key(cam))[t] for d, t in where])
+            frames = np.stack([self.dataset.read_frames(d, cam, [t])[0] for d, t in where])
             with torch.inference_mode(), autocast(self.device, self.precision):
                 feats.append(self.encoder.embed(frames_to_tensor(frames, self.device)).float())
         return torch.cat(feats, dim=1).clone()[inverse.to(self.device)]

@@ -1,0 +1,405 @@
+"""Read LeRobot dataset folders (format v3.0 and v2.1) natively: Parquet through pyarrow, MP4 streams through PyAV.
+
+Layout (see docs/datasets.md):
+- v3.0: meta/info.json, meta/episodes/chunk-*/file-*.parquet (per episode: length, which data / video file holds it
+  and where), data/chunk-*/file-*.parquet (many episodes per file, one row per frame), one MP4 per camera and file
+  (episodes back to back; an episode starts at its `from_timestamp`).
+- v2.1: meta/info.json, meta/episodes.jsonl, one Parquet and one MP4 per camera for each episode.
+
+Feature names map onto the package's observation contract: `observation.images.<camera>` -> frames of `<camera>`
+(obs key `<camera>_image`), `observation.state` -> `proprio`, any other `observation.<name>` -> `<name>`, `action`
+-> actions. Full LeRobot names are accepted wherever our names are.
+
+`meta/s2policy.json`, when present (written by `export_lerobot`), carries what LeRobot has no field for: env_args,
+reset seeds and the train/valid split of the robomimic file the dataset came from. LeRobot's tools ignore it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetError
+from .episodes import EpisodeReader, camera_of_image_key
+from .video import VideoCursor
+from .writer import split_train_valid
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VERSIONS = ("v2.1", "v3.0")
+INFO_FILE = "meta/info.json"
+SIDECAR_FILE = "meta/s2policy.json"
+IMAGES_PREFIX = "observation.images."
+STATE_FEATURE = "observation.state"
+ACTION_FEATURE = "action"
+#: Per-frame bookkeeping columns every LeRobot data file has; not observations.
+BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+
+
+def feature_of_key(key: str) -> str:
+    """Our observation key -> LeRobot feature name (`proprio` -> `observation.state`, `front_image` ->
+    `observation.images.front`, `x` -> `observation.x`); LeRobot names pass through."""
+    if key.startswith("observation.") or key == ACTION_FEATURE:
+        return key
+    if key == "proprio":
+        return STATE_FEATURE
+    if key.endswith("_image"):
+        return IMAGES_PREFIX + camera_of_image_key(key)
+    return f"observation.{key}"
+
+
+def key_of_feature(feature: str) -> str:
+    """Inverse of `feature_of_key` for low-dim features (`observation.state` -> `proprio`)."""
+    return "proprio" if feature == STATE_FEATURE else feature.removeprefix("observation.")
+
+
+def camera_of_feature(feature: str) -> str:
+    """`observation.images.front` -> `front` (and `observation.image` -> `image`)."""
+    return feature.removeprefix(IMAGES_PREFIX).removeprefix("observation.")
+
+
+def _column_array(table: Any, name: str, shape: Sequence[int]) -> np.ndarray:
+    """A Parquet column (scalars, lists or fixed-size lists) as a numpy array (rows, *shape)."""
+    import pyarrow as pa
+
+    col = table.column(name).combine_chunks()
+    if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
+        values = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
+    else:
+        values = np.asarray(col.to_numpy(zero_copy_only=False))
+    rows = len(col)
+    per_row = int(np.prod(shape)) if len(shape) else 1
+    if values.size != rows * per_row:
+        raise DatasetError(f"column {name!r}: {values.size} values for {rows} rows of shape {tuple(shape)}")
+    return values.reshape(rows, *shape) if tuple(shape) != (1,) else values.reshape(rows, 1)
+
+
+def _import_pyarrow():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise DatasetError(f"reading LeRobot datasets needs pyarrow: pip install 's2policy[lerobot]' ({e})") from e
+    return pq
+
+
+@dataclass
+class LeRobotEpisode:
+    """Where one episode lives: its rows in a data file and, per video feature, its file and start time (s)."""
+
+    index: int
+    length: int
+    tasks: list[str]
+    data_file: Path
+    videos: dict[str, tuple[Path, float]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"episode_{self.index:06d}"
+
+
+class LeRobotReader(EpisodeReader):
+    """A LeRobot dataset folder (v3.0 or v2.1). Raises DatasetError on open for: no meta/info.json, an unsupported
+    codebase_version, cameras whose fps differ, image features stored inside Parquet, or broken episode metadata."""
+
+    actions_in_unit_range = False
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._pq = _import_pyarrow()
+        info_file = self.path / INFO_FILE
+        if not info_file.is_file():
+            raise DatasetError(
+                f"{self.path}: missing {INFO_FILE} (not a LeRobot dataset folder, or an incomplete copy)")
+        try:
+            self.info: dict[str, Any] = json.loads(info_file.read_text())
+        except ValueError as e:
+            raise DatasetError(f"{info_file}: not valid JSON: {e}") from e
+        self.version = str(self.info.get("codebase_version"))
+        if self.version not in SUPPORTED_VERSIONS:
+            raise DatasetError(f"{info_file}: codebase_version {self.version!r} is not supported "
+                               f"(supported: {', '.join(SUPPORTED_VERSIONS)}; convert it with LeRobot's converter)")
+        self.format = f"lerobot-{self.version}"
+        self.features: dict[str, dict[str, Any]] = dict(self.info.get("features") or {})
+        if ACTION_FEATURE not in self.features:
+            raise DatasetError(f"{info_file}: no feature 'action'; features: {sorted(self.features)}")
+        self.fps = float(self.info.get("fps") or 0)
+        if self.fps <= 0:
+            raise DatasetError(f"{info_file}: fps must be positive, got {self.info.get('fps')!r}")
+        self.video_features = sorted(k for k, v in self.features.items() if v.get("dtype") == "video")
+        self._check_camera_fps()
+        self.sidecar = self._read_sidecar()
+        self._episodes = self._read_episodes()
+        self._by_name = {ep.name: ep for ep in self._episodes}
+        log.debug("%s: LeRobot %s, %d episodes, %g fps, cameras %s", self.path, self.version, len(self._episodes),
+                  self.fps, self.cameras)
+        self._rows: dict[Path, tuple[Any, np.ndarray]] = {}  # data file -> (table, episode_index column)
+        self._cursors: dict[str, VideoCursor] = {}  # video feature -> open file being read forward
+
+    # ---- metadata ----
+    def _check_camera_fps(self) -> None:
+        rates = {k: self.features[k].get("info", {}).get("video.fps") for k in self.video_features}
+        rates = {k: float(v) for k, v in rates.items() if v is not None}
+        if any(abs(r - self.fps) > 1e-6 for r in rates.values()):
+            listed = ", ".join(f"{k} {r:g}" for k, r in rates.items())
+            raise DatasetError(f"{self.path / INFO_FILE}: cameras have mismatched fps ({listed}; dataset fps "
+                               f"{self.fps:g}): frames would not line up with the Parquet rows")
+
+    def _read_sidecar(self) -> dict[str, Any]:
+        f = self.path / SIDECAR_FILE
+        if not f.is_file():
+            return {}
+        try:
+            return json.loads(f.read_text())
+        except ValueError as e:
+            raise DatasetError(f"{f}: not valid JSON: {e}") from e
+
+    def _template(self, name: str) -> str:
+        template = self.info.get(name)
+        if not template:
+            raise DatasetError(f"{self.path / INFO_FILE}: no {name!r} path template")
+        return template
+
+    def _read_episodes(self) -> list[LeRobotEpisode]:
+        episodes = self._read_episodes_v30() if self.version == "v3.0" else self._read_episodes_v21()
+        if not episodes:
+            raise DatasetError(f"{self.path}: the dataset holds no episodes")
+        return sorted(episodes, key=lambda e: e.index)
+
+    def _read_episodes_v30(self) -> list[LeRobotEpisode]:
+        files = sorted((self.path / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not files:
+            raise DatasetError(f"{self.path}: no meta/episodes/chunk-*/file-*.parquet (v3.0 episode metadata)")
+        data_t, video_t = self._template("data_path"), self.info.get("video_path")
+        episodes = []
+        for f in files:
+            wanted = ["episode_index", "length", "tasks", "data/chunk_index", "data/file_index"]
+            for key in self.video_features:
+                wanted += [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
+            names = self._pq.read_schema(f).names
+            missing = [c for c in wanted if c not in names]
+            if missing:
+                raise DatasetError(f"{f}: missing episode metadata column(s) {missing}")
+            rows = self._pq.read_table(f, columns=wanted).to_pylist()
+            for r in rows:
+                ep = LeRobotEpisode(
+                    int(r["episode_index"]), int(r["length"]), list(r["tasks"] or []),
+                    self.path / data_t.format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"]),
+                )
+                for key in self.video_features:
+                    rel = video_t.format(video_key=key, chunk_index=r[f"videos/{key}/chunk_index"],
+                                         file_index=r[f"videos/{key}/file_index"])
+                    ep.videos[key] = (self.path / rel, float(r[f"videos/{key}/from_timestamp"]))
+                episodes.append(ep)
+        return episodes
+
+    def _read_episodes_v21(self) -> list[LeRobotEpisode]:
+        f = self.path / "meta" / "episodes.jsonl"
+        if not f.is_file():
+            raise DatasetError(f"{self.path}: missing meta/episodes.jsonl (v2.1 episode metadata)")
+        data_t, video_t = self._template("data_path"), self.info.get("video_path")
+        chunks_size = int(self.info.get("chunks_size") or 1000)
+        episodes = []
+        for line_no, line in enumerate(f.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                index, length = int(r["episode_index"]), int(r["length"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise DatasetError(f"{f}, line {line_no}: expected episode_index and length ({e})") from e
+            chunk = index // chunks_size
+            ep = LeRobotEpisode(index, length, list(r.get("tasks") or []),
+                                self.path / data_t.format(episode_chunk=chunk, episode_index=index))
+            for key in self.video_features:
+                rel = video_t.format(episode_chunk=chunk, video_key=key, episode_index=index)
+                ep.videos[key] = (self.path / rel, 0.0)
+            episodes.append(ep)
+        return episodes
+
+    def episode(self, name: str) -> LeRobotEpisode:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise DatasetError(f"{self.path}: no episode {name!r}") from None
+
+    # ---- EpisodeReader ----
+    @property
+    def episodes(self) -> list[str]:
+        return [ep.name for ep in self._episodes]
+
+    def episode_length(self, episode: str) -> int:
+        return self.episode(episode).length
+
+    @property
+    def lowdim_keys(self) -> list[str]:
+        return sorted(key_of_feature(k) for k, v in self.features.items()
+                      if k.startswith("observation.") and v.get("dtype") not in ("video", "image"))
+
+    @property
+    def cameras(self) -> list[str]:
+        return sorted(camera_of_feature(k) for k in self.video_features)
+
+    @property
+    def camera_keys(self) -> dict[str, str]:
+        return {camera_of_feature(k): k for k in self.video_features}
+
+    def camera_key_expected(self, camera: str) -> str:
+        return self.camera_feature(camera) or IMAGES_PREFIX + camera_of_image_key(camera)
+
+    def camera_feature(self, camera: str) -> str | None:
+        """The video feature of `camera` (given as `front`, `front_image` or `observation.images.front`)."""
+        for key in self.video_features:
+            if camera in (key, camera_of_feature(key), f"{camera_of_feature(key)}_image"):
+                return key
+        return None
+
+    def _require_camera(self, camera: str) -> str:
+        key = self.camera_feature(camera)
+        if key is None:
+            stored_in_parquet = [k for k, v in self.features.items() if v.get("dtype") == "image"]
+            hint = (f"; image features stored inside Parquet ({stored_in_parquet}) are not supported, only videos"
+                    if stored_in_parquet else "")
+            expected = IMAGES_PREFIX + camera_of_image_key(camera)
+            raise DatasetError(f"{self.path}: no video feature for camera {camera!r} (expected {expected!r}); "
+                               f"available: {self.video_features}{hint}")
+        return key
+
+    def frame_shape(self, camera: str) -> tuple[int, int] | None:
+        key = self.camera_feature(camera)
+        if key is None:
+            return None
+        feat = self.features[key]
+        info = feat.get("info") or {}
+        if "video.height" in info and "video.width" in info:
+            return int(info["video.height"]), int(info["video.width"])
+        names, shape = feat.get("names") or [], list(feat.get("shape") or [])
+        if len(shape) == 3 and list(names)[:1] == ["channels"]:  # some datasets declare (C, H, W)
+            return int(shape[1]), int(shape[2])
+        return int(shape[0]), int(shape[1])
+
+    @property
+    def env_args(self) -> dict[str, Any]:
+        return dict(self.sidecar.get("env_args") or {})
+
+    def _data_rows(self, ep: LeRobotEpisode, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        """The episode's rows of `columns` (feature names), ordered by frame_index; checks the row count."""
+        if ep.data_file not in self._rows:
+            if not ep.data_file.is_file():
+                raise DatasetError(f"{self.path}: episode {ep.index}: data file {ep.data_file} not found")
+            schema = self._pq.read_schema(ep.data_file)
+            # per-frame images stored in Parquet (dtype image) can be large and are never needed here
+            wanted = [c for c in schema.names if self.features.get(c, {}).get("dtype") not in ("image", "video")]
+            table = self._pq.read_table(ep.data_file, columns=wanted)
+            for col in ("episode_index", "frame_index"):
+                if col not in table.column_names:
+                    raise DatasetError(f"{ep.data_file}: no column {col!r}")
+            self._rows.clear()  # one data file in memory at a time: episodes are read in order
+            self._rows[ep.data_file] = (table, table.column("episode_index").to_numpy())
+        table, episode_column = self._rows[ep.data_file]
+        rows = np.flatnonzero(episode_column == ep.index)
+        if len(rows) != ep.length:
+            raise DatasetError(f"{ep.data_file}: episode {ep.index} has {len(rows)} Parquet rows but its metadata says "
+                               f"length {ep.length}")
+        sub = table.take(rows)
+        order = np.argsort(sub.column("frame_index").to_numpy(), kind="stable")
+        out = {}
+        for name in columns:
+            if name not in sub.column_names:
+                raise DatasetError(f"{ep.data_file}: no column {name!r} (declared in meta/info.json features)")
+            shape = self.features[name].get("shape") or [1]
+            out[name] = _column_array(sub, name, shape)[order]
+        return out
+
+    def _lowdim_feature(self, key: str) -> str:
+        feature = feature_of_key(key)
+        if feature not in self.features or self.features[feature].get("dtype") in ("video", "image"):
+            lowdim = sorted(k for k, v in self.features.items()
+                            if v.get("dtype") not in ("video", "image") and k not in BOOKKEEPING)
+            raise DatasetError(f"{self.path}: no feature {feature!r} for key {key!r}; available low-dim features: "
+                               f"{lowdim} (our names: {self.lowdim_keys})")
+        return feature
+
+    def read_lowdim(self, episode: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        features = {key: self._lowdim_feature(key) for key in keys}
+        rows = self._data_rows(self.episode(episode), list(dict.fromkeys(features.values())))
+        return {key: rows[feature].astype(np.float32) for key, feature in features.items()}
+
+    def read_actions(self, episode: str) -> np.ndarray:
+        actions = self._data_rows(self.episode(episode), [ACTION_FEATURE])[ACTION_FEATURE]
+        return actions.reshape(len(actions), -1).astype(np.float32)
+
+    def _cursor(self, feature: str, path: Path) -> VideoCursor:
+        cursor = self._cursors.get(feature)
+        if cursor is None or cursor.path != path:
+            if cursor is not None:
+                cursor.close()
+            if not path.is_file():
+                raise DatasetError(f"{self.path}: video file {path} not found")
+            cursor = self._cursors[feature] = VideoCursor(path, self.fps)
+        return cursor
+
+    def iter_frames(self, episode: str, camera: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        feature = self._require_camera(camera)
+        ep = self.episode(episode)
+        path, start = ep.videos[feature]
+        yield from self._cursor(feature, path).read(start, ep.length, chunk)
+
+    def read_frames(self, episode: str, camera: str, steps: Sequence[int]) -> np.ndarray:
+        """Decodes the episode from its start (videos are read forward) and picks `steps`."""
+        frames = np.concatenate([f for _, f in self.iter_frames(episode, camera, 64)])
+        return frames[list(steps)]
+
+    def split(self) -> tuple[list[str], list[str]]:
+        """The split recorded by `export_lerobot` (that of the source file), else a seeded 90/10 split by episode."""
+        recorded = self.sidecar.get("splits") or {}
+        if "train" in recorded:
+            known = set(self.episodes)
+            unknown = [e for e in list(recorded["train"]) + list(recorded.get("valid", [])) if e not in known]
+            if unknown:
+                raise DatasetError(
+                    f"{self.path / SIDECAR_FILE}: splits name episodes not in the dataset: {unknown[:5]}")
+            return list(recorded["train"]), list(recorded.get("valid", []))
+        split = split_train_valid(self.episodes)
+        return split["train"], split["valid"]
+
+    def seeds(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in (self.sidecar.get("seeds") or {}).items()}
+
+    def tasks(self, episode: str) -> list[str]:
+        """The task strings of one episode."""
+        return list(self.episode(episode).tasks)
+
+    def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
+        feature = self._require_camera(camera)
+        h.update(json.dumps([self.version, self.fps, self.features[feature]], sort_keys=True).encode())
+        hashed: set[Path] = set()
+        for ep in self._episodes:
+            path, start = ep.videos[feature]
+            h.update(f"{ep.name}|{ep.length}|{path.relative_to(self.path)}|{start!r}|".encode())
+            if path not in hashed:
+                hashed.add(path)
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+
+    def modification_stamp(self) -> str:
+        parts = [str(self.path.resolve())]
+        for sub in ("meta", "data", "videos"):
+            for f in sorted((self.path / sub).rglob("*")):
+                if f.is_file():
+                    st = f.stat()
+                    parts.append(f"{f.relative_to(self.path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def close(self) -> None:
+        for cursor in self._cursors.values():
+            cursor.close()
+        self._cursors.clear()
+        self._rows.clear()

@@ -1,0 +1,315 @@
+"""Merged S2 feature maps for spatial heads: the per-camera map, and an on-disk map cache that training streams.
+
+A map is far larger than a pooled embedding (EfficientNet-Lite0 at 224 + 448: 2560 x 7 x 7 values on the base grid,
+2560 x 14 x 14 on the largest), so the map cache is built to be read, not loaded:
+- one folder per (dataset content, encoder + S2 config, camera, frame shape, frame source, map shape -- the grid),
+  `<cache_root>/<camera>-maps-<key16>/`, so a change in any of them selects another folder;
+- float16 rows, one frame per row, (C, h, w) C-order, concatenated demo after demo in `part-<rank>-of-<world>.f16`
+  (one part per extracting process); `manifest.json` (written atomically last) maps every demo to (part, first row);
+- training reads exactly the rows of a batch with positional reads (`os.pread`): the process never maps or holds the
+  table, so its memory is the batch, whatever the dataset size (the OS page cache may keep hot rows, outside the
+  process). A killed extraction resumes after the last demo it finished (`part-*.progress.json`).
+Values that do not fit float16 (|x| > 65504) stop the extraction with an error instead of being stored as inf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..device import autocast, select_device
+from ..errors import CheckpointError, ConfigError, DatasetError
+from ..fileio import atomic_write_text
+from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, _manifest_matches, default_cache_root
+from .encoder import encoder_identity
+from .fingerprint import dataset_fingerprint
+from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
+
+log = logging.getLogger(__name__)
+
+MAP_CACHE_FORMAT = "s2policy.maps/1"
+MAP_DTYPE = np.float16
+
+
+def camera_feature_map(encoder: Any, frames: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) frames in [0, 1] -> the merged S2 map (B, C * n_scales, h, w) of an `S2Encoder`.
+
+    CNN maps are returned as merged. ViT outputs are (B, P + h*w, C*K) tokens: the P prefix (CLS) tokens are dropped
+    (they have no position) and the patch tokens are put back on their grid, which is the crop grid of scale
+    `resize_output_to_idx` times each crop's token grid (also for non-square frames).
+    """
+    fmap = encoder.feature_map(frames)
+    if encoder.encoder.output_shape == "bchw":
+        return fmap
+    tokens = fmap[:, int(encoder.encoder.num_prefix_tokens):]
+    plan = encoder.plan(tuple(frames.shape[-2:]))[encoder.resize_output_to_idx]
+    side = math.isqrt(tokens.shape[1] // plan.num_crops)
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], plan.grid[0] * side, plan.grid[1] * side)
+
+
+def camera_features(encoder: Any, frames: torch.Tensor, maps: bool) -> torch.Tensor:
+    """What a head consumes per camera: the pooled embedding (B, D), or the merged map flattened (B, C*h*w)."""
+    return camera_feature_map(encoder, frames).flatten(1) if maps else encoder.embed(frames)
+
+
+def map_shape(encoder: Any, frame_shape: tuple[int, int]) -> tuple[int, int, int]:
+    """(C, h, w) of `camera_feature_map` for frames of `frame_shape` (H, W), from one forward pass of a blank frame."""
+    p = next(encoder.parameters(), None)
+    blank = torch.zeros(1, 3, *frame_shape, device=p.device if p is not None else "cpu")
+    with torch.inference_mode():
+        return tuple(int(v) for v in camera_feature_map(encoder, blank).shape[1:])  # type: ignore[return-value]
+
+
+def map_cache_key(dataset_fp: str, encoder_id: dict[str, Any], camera: str, frame_shape: tuple[int, int],
+                  source_kind: str, shape: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    """sha256 key of every input that determines the cached maps, and the inputs (kept in the manifest).
+
+    `shape` is the map's (C, h, w): its grid changes with `s2.resize_output_to_idx` and with the frame shape.
+    """
+    inputs = {"format": MAP_CACHE_FORMAT, "dataset": dataset_fp, "encoder": encoder_id, "camera": camera,
+              "frame_shape": list(frame_shape), "frame_source": source_kind, "dtype": np.dtype(MAP_DTYPE).name,
+              "map_shape": [int(v) for v in shape]}
+    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest(), inputs
+
+
+def map_cache_folder(cache_root: str | Path, camera: str, key: str) -> Path:
+    return Path(cache_root) / f"{camera}-maps-{key[:16]}"
+
+
+class MapCache:
+    """Read side of a finished map cache: `rows(demo, t)` -> float16 (n, C, h, w), read from disk on every call."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        try:
+            self.manifest = json.loads((self.folder / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"map cache {self.folder} is unfinished or missing (no readable manifest.json)") \
+                from e
+        self.key: str = self.manifest["key"]
+        self.shape: tuple[int, int, int] = tuple(self.manifest["map_shape"])  # type: ignore[assignment]
+        self.demo_lengths: dict[str, int] = self.manifest["lengths"]
+        self.row_bytes = math.prod(self.shape) * np.dtype(MAP_DTYPE).itemsize
+        self._fds: dict[str, int] = {}
+
+    @property
+    def demos(self) -> list[str]:
+        return list(self.demo_lengths)
+
+    @property
+    def dim(self) -> int:
+        """Values per frame: C * h * w."""
+        return math.prod(self.shape)
+
+    def locate(self, demo: str) -> tuple[int, int]:
+        """(file descriptor of the demo's part, byte offset of its first row)."""
+        entry = self.manifest["demos"].get(demo)
+        if entry is None:
+            raise KeyError(f"map cache {self.folder} has no demo {demo!r}")
+        part, first_row = entry
+        if part not in self._fds:
+            self._fds[part] = os.open(self.folder / part, os.O_RDONLY)
+        return self._fds[part], first_row * self.row_bytes
+
+    def rows(self, demo: str, steps: Sequence[int] | None = None) -> np.ndarray:
+        """float16 (n, C, h, w) maps of `steps` of `demo` (all steps when None)."""
+        steps = range(self.demo_lengths[demo]) if steps is None else steps
+        fd, base = self.locate(demo)
+        out = np.empty((len(steps), *self.shape), MAP_DTYPE)
+        for i, t in enumerate(steps):
+            read_row(fd, base + int(t) * self.row_bytes, out[i])
+        return out
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> MapCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_row(fd: int, offset: int, out: np.ndarray) -> None:
+    """Read `out.nbytes` bytes at `offset` of `fd` into the contiguous array `out` (no mapping)."""
+    buf = out.reshape(-1).view(np.uint8)
+    if hasattr(os, "preadv"):  # straight into the array
+        got = os.preadv(fd, [memoryview(buf)], offset)
+    else:  # macOS before 11: one extra copy
+        data = os.pread(fd, buf.nbytes, offset)
+        got = len(data)
+        buf[:got] = np.frombuffer(data, np.uint8)
+    if got != buf.nbytes:
+        raise CheckpointError(f"map cache file is truncated: read {got} of {buf.nbytes} bytes at offset {offset}")
+
+
+class StreamedMaps:
+    """Training features from map caches (one per camera): `gather(idx (M,))` -> float32 (M, sum of C*h*w), read
+    from disk per call. Memory: the requested rows plus a 16-byte index per step, never the table."""
+
+    def __init__(self, caches: Sequence[MapCache], demos: Sequence[str]):
+        self.caches = list(caches)
+        self.dim = sum(c.dim for c in self.caches)
+        self.map_shape = (len(self.caches), *self.caches[0].shape)
+        if any(c.shape != self.caches[0].shape for c in self.caches):
+            raise ConfigError(f"cameras give maps of different shapes {[c.shape for c in self.caches]}: a spatial "
+                              "head needs every camera at the same frame size")
+        # Per camera and flat step: (fd, byte offset) of its row.
+        self._where = []
+        for cache in self.caches:
+            fds, offsets = [], []
+            for d in demos:
+                fd, base = cache.locate(d)
+                n = cache.demo_lengths[d]
+                fds.append(np.full(n, fd, np.int32))
+                offsets.append(base + np.arange(n, dtype=np.int64) * cache.row_bytes)
+            self._where.append((np.concatenate(fds), np.concatenate(offsets)))
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        unique, inverse = np.unique(idx.cpu().numpy(), return_inverse=True)  # sorted: reads run forward on disk
+        out = np.empty((len(unique), self.dim), MAP_DTYPE)
+        col = 0
+        for cache, (fds, offsets) in zip(self.caches, self._where):
+            for i, j in enumerate(unique):
+                read_row(int(fds[j]), int(offsets[j]), out[i, col:col + cache.dim])
+            col += cache.dim
+        return torch.from_numpy(out).float()[torch.from_numpy(inverse.reshape(-1))]
+
+    def close(self) -> None:
+        for cache in self.caches:
+            cache.close()
+
+
+def _encode_maps(s2_encoder: Any, frames: np.ndarray, device: torch.device, precision: str) -> np.ndarray:
+    x = frames_to_tensor(frames, device)
+    with torch.inference_mode(), autocast(device, precision):
+        fmap = camera_feature_map(s2_encoder, x).float()
+    return fmap.cpu().numpy()
+
+
+def _resume_point(part: Path, progress: Path, key: str, demos: Sequence[str], row_bytes: int) -> tuple[int, int]:
+    """(demos already complete, rows they hold) of an interrupted extraction of this key; (0, 0) to start afresh."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        p = json.loads(progress.read_text())
+        done = int(p["demos_done"])
+        if p["key"] == key and list(demos[:done]) == p["demos"][:done] and part.stat().st_size >= p["rows"] * row_bytes:
+            return done, int(p["rows"])
+    return 0, 0
+
+
+def _extract_maps(s2_encoder: Any, source: FrameSource, demos: Sequence[str], lengths: dict[str, int], part: Path,
+                  key: str, row_bytes: int, batch_size: int, device: torch.device, precision: str,
+                  progress: bool) -> int:
+    """Append the maps of `demos` to `part`, resuming after the last finished demo. Returns frames encoded."""
+    progress_file = part.with_suffix(".progress.json")
+    done, rows = _resume_point(part, progress_file, key, demos, row_bytes)
+    if done:
+        log.info("resuming map extraction in %s: %d of %d demos already done", part, done, len(demos))
+    todo = list(demos[done:])
+    total = sum(lengths[d] for d in todo)
+    written = {d: 0 for d in todo}
+    finished = done
+    encoded = 0
+    with open(part, "r+b" if done else "wb") as f, \
+            tqdm(total=total, unit="frame", desc=f"maps {source.camera}", disable=not progress or total == 0) as bar:
+        f.truncate(rows * row_bytes)
+        f.seek(rows * row_bytes)
+        for batch in iter_frame_batches(source, todo, batch_size):
+            fmap = _encode_maps(s2_encoder, batch.frames, device, precision).astype(MAP_DTYPE)
+            row = 0
+            for demo, t0, n in batch.pieces:
+                chunk = fmap[row:row + n]
+                if not np.isfinite(chunk).all():
+                    raise DatasetError(
+                        f"{source.path}: camera {source.camera!r}, demo {demo} steps {t0}..{t0 + n - 1}: S2 map "
+                        f"values do not fit float16 (max |x| {np.abs(fmap[row:row + n].astype(np.float32)).max():.3g})"
+                        " or are not finite; the map cache stores float16")
+                f.write(chunk.tobytes())
+                row += n
+                written[demo] += n
+                if written[demo] == lengths[demo]:  # a demo counts once all its rows are on disk
+                    finished += 1
+                    rows += lengths[demo]
+                    f.flush()
+                    os.fsync(f.fileno())
+                    atomic_write_text(progress_file, json.dumps(
+                        {"key": key, "demos": list(demos[:finished]), "demos_done": finished, "rows": rows}))
+            encoded += len(batch.frames)
+            bar.update(len(batch.frames))
+    return encoded
+
+
+def build_map_cache(
+    dataset_path: str | Path,
+    camera: str,
+    s2_encoder: Any,
+    *,
+    camera_size: int | None = None,
+    source: str = "auto",
+    cache_root: str | Path | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    progress: bool = False,
+) -> tuple[MapCache, ExtractionStats]:
+    """Return the map cache of `camera` for `dataset_path`, extracting (or finishing) it if needed.
+
+    Same frame sources and validation as `build_feature_cache`; under torchrun demo i is encoded by rank i % world
+    and rank 0 writes the manifest (all ranks must call this). Memory stays bounded by a few batches.
+    """
+    device = select_device(device)
+    native = getattr(getattr(s2_encoder, "encoder", None), "native_size", None)
+    src = resolve_frame_source(dataset_path, camera, camera_size, source, native_size=native)
+    root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
+    root.mkdir(parents=True, exist_ok=True)
+    s2_encoder = s2_encoder.to(device).eval()
+    shape = map_shape(s2_encoder, src.frame_shape)
+    key, inputs = map_cache_key(dataset_fingerprint(src, root), encoder_identity(s2_encoder), camera,
+                                src.frame_shape, src.kind, shape)
+    folder = map_cache_folder(root, camera, key)
+    stats = ExtractionStats()
+    if _manifest_matches(folder, key):
+        stats.reused = True
+        log.info("reusing map cache %s", folder)
+        return MapCache(folder), stats
+
+    rank, world = _dist()
+    folder.mkdir(parents=True, exist_ok=True)
+    lengths = _demo_lengths(src)
+    demos = list(lengths)
+    row_bytes = math.prod(shape) * np.dtype(MAP_DTYPE).itemsize
+    t0 = time.perf_counter()
+    mine = [d for i, d in enumerate(demos) if i % world == rank]
+    stats.frames = _extract_maps(s2_encoder, src, mine, lengths, folder / f"part-{rank}-of-{world}.f16", key,
+                                 row_bytes, batch_size, device, precision, progress)
+    stats.seconds = time.perf_counter() - t0
+    _barrier()
+    if rank == 0:
+        where, next_row = {}, [0] * world
+        for i, d in enumerate(demos):  # each part holds its demos in order: offsets follow from the lengths
+            where[d] = [f"part-{i % world}-of-{world}.f16", next_row[i % world]]
+            next_row[i % world] += lengths[d]
+        manifest = {"format": MAP_CACHE_FORMAT, "key": key, "inputs": inputs, "map_shape": list(shape),
+                    "dtype": np.dtype(MAP_DTYPE).name, "lengths": lengths, "demos": where}
+        atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
+        for r in range(world):
+            (folder / f"part-{r}-of-{world}.progress.json").unlink(missing_ok=True)
+        log.info("map cache %s: %d frames in %.1fs, map %s, %.1f MB per 1000 frames", folder, stats.frames,
+                 stats.seconds, shape, row_bytes * 1000 / 1e6)
+    _barrier()
+    return MapCache(folder), stats
