@@ -97,6 +97,18 @@ def load_calibrations(root: str | Path) -> list[Calibration]:
     return found
 
 
+def changed_knobs(task: str, variation: dict) -> dict:
+    """The knobs that differ from the task's defaults (all of them for tasks without declared knobs)."""
+    from dataclasses import asdict
+
+    from envs.detail_tasks import KNOBS
+
+    if task not in KNOBS:
+        return dict(variation)
+    defaults = json.loads(json.dumps(asdict(KNOBS[task]())))  # tuples -> lists, as stored in summaries
+    return {k: v for k, v in variation.items() if defaults.get(k) != v}
+
+
 def _pct(rate: SuccessRate) -> str:
     low, high = rate.interval
     return f"{rate.successes}/{rate.trials} = {100 * rate.rate:.0f}% [{100 * low:.1f}, {100 * high:.1f}]"
@@ -108,7 +120,7 @@ def markdown_table(calibrations: Sequence[Calibration]) -> str:
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     for c in calibrations:
         low, high = c.gap_interval
-        knobs = ", ".join(f"{k}={v}" for k, v in c.variation.items())
+        knobs = ", ".join(f"{k}={v}" for k, v in changed_knobs(c.task, c.variation).items()) or "defaults"
         outcomes = "; ".join(f"{name} {c.outcomes[VISION].get(name, 0)} / {c.outcomes[PRIVILEGED].get(name, 0)}"
                              for name in sorted(set(c.outcomes[VISION]) | set(c.outcomes[PRIVILEGED])))
         lines.append(f"| `{c.variant}` | `{c.task}` | {knobs} | {_pct(c.base)} | {_pct(c.privileged)} | "
