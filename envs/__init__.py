@@ -10,11 +10,12 @@ from .rendering import select_gl_backend
 select_gl_backend()  # before anything imports mujoco
 
 from .tasks import TASKS, TaskSpec, get_task  # noqa: E402
-from .make import make_env, register_gym_envs  # noqa: E402
+from .make import make_env, register_gym_envs, task_variation  # noqa: E402
 from .experts import make_expert  # noqa: E402
 from .collect import collect_demos  # noqa: E402
 from .rerender import rerender  # noqa: E402
 
 register_gym_envs()
 
-__all__ = ["TASKS", "TaskSpec", "collect_demos", "get_task", "make_env", "make_expert", "rerender"]
+__all__ = ["TASKS", "TaskSpec", "collect_demos", "get_task", "make_env", "make_expert", "rerender",
+           "task_variation"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from s2policy.errors import ConfigError
 
@@ -16,6 +16,20 @@ def check_variation(spec: TaskSpec, variation: dict[str, Any]) -> None:
     unsupported = sorted(set(variation) - set(spec.variations))
     if unsupported:
         raise ConfigError(f"task {spec.name!r} does not support {unsupported}; it supports {list(spec.variations)}")
+    if spec.detail is not None:  # knob values too, so a bad one fails before any env or worker starts
+        from .detail_tasks import parse_knobs
+
+        parse_knobs(spec.name, variation)
+
+
+def task_variation(task: str, defaults: Mapping[str, Any] | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The make_env keywords of `task`: its config's knobs (task.variation, declared in configs/task/<task>.yaml)
+    with `overrides` (collect.variation) on top, checked so a bad knob fails before any work. The one place configs
+    turn into task knobs."""
+    variation = {**(defaults or {}), **(overrides or {})}
+    check_variation(get_task(task), variation)
+    return variation
 
 
 def make_env(task: str, cameras: Sequence[str] | None = None, camera_size: CameraSize = 448,
@@ -31,6 +45,8 @@ def make_env(task: str, cameras: Sequence[str] | None = None, camera_size: Camer
             raise ConfigError(f"task {task!r} has no camera(s) {unknown}; choose from {list(spec.cameras)}")
     if spec.suite == "robosuite":
         from .robosuite_env import RobosuiteTaskEnv as env_cls
+    elif spec.detail is not None:
+        from .detail_tasks import DetailPushEnv as env_cls
     else:
         from .metaworld_env import MetaWorldTaskEnv as env_cls
     return env_cls(spec, cameras=cameras, camera_size=camera_size, seed=seed, **variation)

@@ -20,10 +20,7 @@ class MetaWorldTaskEnv(TaskEnv):
     def __init__(self, spec: TaskSpec, cameras: Sequence[str] | None = None, camera_size: CameraSize = 448,
                  seed: int | None = None):
         super().__init__(spec, cameras, camera_size, seed)
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
-
-        env_cls = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{spec.suite_task}-goal-observable"]
-        self.suite = env_cls(seed=0)
+        self.suite = self._build_suite()
         # Meta-World pre-samples one frozen configuration and ignores reset seeds; sample from its own seeded
         # generator instead, which seed(k) makes reproducible.
         self.suite._freeze_rand_vec = False
@@ -32,6 +29,12 @@ class MetaWorldTaskEnv(TaskEnv):
         tune_model_for_cpu(self.suite.model)
         self._raw_obs = np.zeros(39)
         self._success = False
+
+    def _build_suite(self):
+        """The Meta-World env (goal-observable: its scripted experts read the goal)."""
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
+
+        return ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{self.task.suite_task}-goal-observable"](seed=0)
 
     @property
     def mj_model_data(self):

@@ -27,6 +27,7 @@ class TaskSpec:
     max_steps: int
     success: str
     variations: tuple[str, ...] = ()
+    detail: str | None = None  # for detail-limited tasks: the small visual detail that decides success
 
     @property
     def gym_id(self) -> str:
@@ -53,6 +54,12 @@ def _metaworld(name, max_steps=500, success="Meta-World's info['success'] (task-
                     _MW_OBJECT, max_steps, success)
 
 
+def _detail_push(name, detail, variations) -> TaskSpec:
+    """A detail-limited push-v3 task (envs/detail_tasks.py); 200 steps (the expert needs ~60-100)."""
+    return TaskSpec(name, "metaworld", "push-v3", "corner2", _METAWORLD_CAMERAS, 4, _SAWYER_PROPRIO, _MW_OBJECT,
+                    200, "pushed puck centre within 5 cm of the correct goal", variations, detail)
+
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in [
@@ -66,6 +73,12 @@ TASKS: dict[str, TaskSpec] = {
         _metaworld("button-press-topdown"),
         _metaworld("drawer-open"),
         _metaworld("hammer"),
+        _detail_push("mw-push-tiny-goal", "goal marker (goal_radius), the only goal information in the image",
+                     ("goal_radius", "goal_x", "goal_y")),
+        _detail_push("mw-push-cue", "colour of a small cue sphere (cue_radius) choosing between two goals",
+                     ("cue_radius", "cue_pos", "cue_colours", "goal_separation", "goal_y", "goal_radius")),
+        _detail_push("mw-push-twin", "small disc (mark_radius) on the puck to push, beside a look-alike puck",
+                     ("mark_radius", "mark_colour", "puck_x")),
     ]
 }
 

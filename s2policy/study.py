@@ -68,14 +68,15 @@ def study_dataset(cfg: StudyConfig, stages: StageLog) -> Path:
     """cfg.dataset, or the study's own demos in <study_dir>/demos.hdf5 (collected once, as a stage)."""
     if cfg.dataset:
         return Path(cfg.dataset)
+    import envs
+
     path = Path(cfg.study_dir) / "demos.hdf5"
     c = cfg.collect
+    variation = envs.task_variation(cfg.task.name, cfg.task.variation, c.variation)  # checked before any work
 
     def collect() -> None:
-        import envs
-
         summary = envs.collect_demos(cfg.task.name, c.num_demos, str(path), camera_size=c.camera_size, seed=c.seed,
-                                     workers=c.workers, progress=cfg.progress, **c.variation)
+                                     workers=c.workers, progress=cfg.progress, **variation)
         log.info("collected %s", summary)
 
     stages.run("collect", path.is_file, collect)

@@ -10,7 +10,7 @@ import pytest
 
 from s2policy.errors import ConfigError
 from s2policy.evaluate import (EVAL_SEED_OFFSET, EpisodeJob, SuccessRate, VideoPlan, VideoWriter, check_disjoint,
-                               evaluation_seeds, read_video_info, run_episodes, wilson_interval)
+                               difference_interval, evaluation_seeds, read_video_info, run_episodes, wilson_interval)
 from s2policy.evaluate.env_handles import StepResult
 
 
@@ -23,6 +23,17 @@ from s2policy.evaluate.env_handles import StepResult
 ])
 def test_wilson_matches_published_values(k, n, low, high):
     lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
+
+
+# Newcombe (1998), "Interval estimation for the difference between independent proportions", Table II, method 10.
+@pytest.mark.parametrize("a, m, b, n, low, high", [
+    (56, 70, 48, 80, 0.0524, 0.3339),
+    (9, 10, 3, 10, 0.1705, 0.8090),
+    (5, 56, 0, 29, -0.0381, 0.1926),
+])
+def test_difference_interval_matches_published_values(a, m, b, n, low, high):
+    lo, hi = difference_interval(a, m, b, n)
     assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
 
 

@@ -35,6 +35,9 @@ class TaskConfig:
     cameras: list[str] = field(default_factory=lambda: ["agentview"])  #: cameras the encoder sees, in feature order
     camera_size: int | None = 224  #: side of rendered / stored frames; null = stored frames as they are
     proprio_keys: list[str] = field(default_factory=lambda: ["proprio"])  #: low-dim obs keys concatenated as input
+    #: task knobs (envs.make_env keywords, e.g. goal_radius for mw-push-tiny-goal; TaskSpec.variations lists them);
+    #: checked by envs.task_variation before demos are collected; collect.variation overrides them
+    variation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_range("task.camera_size", self.camera_size, 1)
@@ -205,7 +208,7 @@ class CollectConfig:
     workers: int = 1  #: collection processes
     seed: int = 0  #: first demo seed (evaluation seeds never overlap them)
     camera_size: int | None = None  #: frame side; null = task.camera_size (224 when that is null too)
-    variation: dict[str, Any] = field(default_factory=dict)  #: env keywords, e.g. {placement_range: 0.1}
+    variation: dict[str, Any] = field(default_factory=dict)  #: task knobs over task.variation, e.g. {goal_radius: 0.02}
     #: train runs: the file; null = data/<task>_<n>demos_<size>px_seed<seed>.hdf5 (reused when present).
     #: Studies always collect into <study_dir>/demos.hdf5.
     output: str | None = None

@@ -33,6 +33,19 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     return low, high
 
 
+def difference_interval(successes_a: int, trials_a: int, successes_b: int, trials_b: int,
+                        confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for rate_a - rate_b from the two Wilson intervals: Newcombe's hybrid score method (Newcombe 1998,
+    "Interval estimation for the difference between independent proportions", method 10). Unlike the Wald
+    interval it stays inside [-1, 1] and keeps its coverage when a rate is near 0 or 1."""
+    p_a, p_b = successes_a / trials_a, successes_b / trials_b
+    low_a, high_a = wilson_interval(successes_a, trials_a, confidence)
+    low_b, high_b = wilson_interval(successes_b, trials_b, confidence)
+    d = p_a - p_b
+    return (d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
+            d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
+
+
 @dataclass(frozen=True)
 class SuccessRate:
     """k successes in n trials with its Wilson interval."""

@@ -44,7 +44,7 @@ def _dataset_path(cfg: TrainRun, dist: DistInfo) -> Path:
 
         log.info("no dataset given: collecting %d %s demos into %s", c.num_demos, task.name, path)
         envs.collect_demos(task.name, c.num_demos, str(path), camera_size=size, seed=c.seed, workers=c.workers,
-                           cameras=list(task.cameras), **c.variation)
+                           cameras=list(task.cameras), **envs.task_variation(task.name, task.variation, c.variation))
     barrier()
     return path
 
