@@ -22,6 +22,7 @@ from ..errors import CheckpointError
 from ..features.encoder import build_s2_encoder, encoder_identity
 from ..features.frames import frames_to_tensor, image_key
 from ..fileio import atomic_path, safetensors_load_safe
+from ..run_folder import POLICY_FILE
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
@@ -53,6 +54,7 @@ class PolicyConfig:
     precision: str = "auto"
     task: str | None = None
     encoder_identity: dict[str, Any] = field(default_factory=dict)  # S2Encoder identity at training time
+    provenance: dict[str, Any] = field(default_factory=dict)  # where it came from: dataset, seed, run_dir
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PolicyConfig:
@@ -262,7 +264,7 @@ def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Ten
     """(config, tensors) of a policy file, with one CheckpointError for anything that is not one."""
     path = Path(path)
     if path.is_dir():
-        path = path / "policy.safetensors"
+        path = path / POLICY_FILE
     meta, tensors = safetensors_load_safe(path, "policy checkpoint")
     if _META_KEY not in meta:
         raise CheckpointError(f"{path} is a safetensors file but not an s2policy policy (no '{_META_KEY}' metadata)")

@@ -1,5 +1,5 @@
 """Behaviour-cloning training on frozen S2 features: `train(run_config)`; entry point `train_policy.py`."""
 
-from .loop import POLICY_FILE, TRAIN_STATE_FILE, train, validation_loss
+from .loop import train, validation_loss
 
-__all__ = ["POLICY_FILE", "TRAIN_STATE_FILE", "train", "validation_loss"]
+__all__ = ["train", "validation_loss"]

@@ -23,7 +23,8 @@ from ..device import autocast
 from ..errors import ConfigError
 from ..features import build_s2_encoder
 from ..policy import Policy
-from .checkpoint import load_train_state, read_run_config, save_train_state
+from ..run_folder import POLICY_FILE, TRAIN_STATE_FILE, read_run_config
+from .checkpoint import load_train_state, save_train_state
 from .data import batch_indices, gather_windows, load_steps
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
 from .optim import EMA, lr_at, seed_step
@@ -31,9 +32,6 @@ from .setup import build_step_features, ensure_dataset, fit_normalizers, make_po
 from .tracker import RunLogger
 
 log = logging.getLogger(__name__)
-
-POLICY_FILE = "policy.safetensors"
-TRAIN_STATE_FILE = "checkpoints/last.safetensors"
 
 
 def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | None = None) -> Path:
@@ -65,7 +63,7 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
         steps.proprio, steps.actions = proprio_norm.normalize(steps.proprio), action_norm.normalize(steps.actions)
 
     # --- policy, optimiser, EMA ---
-    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"])
+    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"], dataset)
     policy = Policy.create(pcfg, encoder, proprio_norm, action_norm).to(dist.device)
     head = policy.head
     model = head if dist.world_size == 1 else torch.nn.parallel.DistributedDataParallel(head)

@@ -82,7 +82,7 @@ def fit_normalizers(train_steps: StepTable) -> tuple[Normalizer, Normalizer]:
     return Normalizer.fit(train_steps.proprio), Normalizer.fit(train_steps.actions)
 
 
-def make_policy_config(cfg: TrainRun, feature_dim: int, steps: StepTable) -> PolicyConfig:
+def make_policy_config(cfg: TrainRun, feature_dim: int, steps: StepTable, dataset: Path) -> PolicyConfig:
     pol = cfg.policy
     return PolicyConfig(
         encoder=cfg.encoder.name,
@@ -101,4 +101,5 @@ def make_policy_config(cfg: TrainRun, feature_dim: int, steps: StepTable) -> Pol
         ensemble_decay=pol.ensemble_decay,
         precision=cfg.precision,
         task=cfg.task.name,
+        provenance={"dataset": str(dataset), "seed": cfg.seed, "run_dir": str(cfg.out_dir)},
     )
