@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from s2policy.features.encoder import build_s2_encoder
+from s2policy import build_s2_encoder
 from s2policy.policy import Normalizer, Policy, PolicyConfig
 from s2policy.runtime import TIMESTAMP_KEY, ControlLoop, PolicyRunner, SafetyConfig
 from s2policy.runtime.export import ExportedPolicy, export_policy

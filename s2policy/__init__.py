@@ -6,10 +6,10 @@
 """
 
 from .s2 import multiscale_forward
-from .s2_encoder import S2Encoder
+from .s2_encoder import S2Encoder, build_s2_encoder
 
 __version__ = "0.1.0"
-__all__ = ["S2Encoder", "multiscale_forward", "build_encoder", "__version__"]
+__all__ = ["S2Encoder", "build_encoder", "build_s2_encoder", "multiscale_forward", "__version__"]
 
 
 def __getattr__(name: str):

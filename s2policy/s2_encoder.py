@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .config.groups import S2Config
+from .config.checks import from_mapping
 from .errors import ConfigError
 from .flops import count_gmacs, count_params
 from .s2 import ScalePlan, merge_scales, plan_scales, run_scales
@@ -199,3 +201,17 @@ class S2Encoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Alias of `embed`: (B, 3, H, W) -> (B, out_dim)."""
         return self.embed(frames)
+
+
+def build_s2_encoder(encoder: str, weights: str = "pretrained",
+                     s2: S2Config | Mapping[str, Any] | None = None) -> S2Encoder:
+    """`build_encoder(encoder, weights)` wrapped in `S2Encoder` with the `s2` options (an S2Config, or a dict of
+    its fields checked the same way); every bad value -> one ConfigError."""
+    from .encoders import build_encoder
+
+    options = from_mapping(S2Config, s2 or {}, "s2")
+    enc = build_encoder(encoder, weights=weights)
+    try:
+        return S2Encoder(enc, **options.encoder_kwargs())
+    except ConfigError as e:
+        raise ConfigError(f"s2 {options.encoder_kwargs()} for encoder {encoder!r}: {e}") from None

@@ -30,7 +30,8 @@ def test_policy_files_of_the_first_release_act_as_they_did(name):
 
 
 def test_feature_cache_keys_are_unchanged(tmp_path):
-    from s2policy.features import build_feature_cache, build_s2_encoder
+    from s2policy import build_s2_encoder
+    from s2policy.features import build_feature_cache
     from s2policy.train.synthetic import write_synthetic_demos
 
     dataset = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=3, length=8, image_size=32, seed=5)

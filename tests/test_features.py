@@ -9,7 +9,8 @@ import torch
 
 from s2policy.data import open_dataset
 from s2policy.errors import ConfigError
-from s2policy.features import build_feature_cache, build_s2_encoder, frames_to_tensor
+from s2policy import build_s2_encoder
+from s2policy.features import build_feature_cache, frames_to_tensor
 from s2policy.features import cache as cache_mod
 from s2policy.train.synthetic import write_synthetic_demos
 
@@ -114,5 +115,5 @@ def test_config_errors_name_the_problem(dataset, tiny_cnn):
         build_s2_encoder("no_such_net", "random", {"scales": [1, 2]})
     with pytest.raises(ConfigError, match="multiple of its native input size 32"):
         build_s2_encoder("tiny_cnn", "random", {"scales": [1, 1.5]})
-    with pytest.raises(ConfigError, match="unknown s2 option"):
+    with pytest.raises(ConfigError, match=r'^s2.scale=\[1, 2\]: unknown option; s2 has antialias, crop_batch_size, img_si'):
         build_s2_encoder("tiny_cnn", "random", {"scale": [1, 2]})

@@ -64,6 +64,7 @@ class S2Config:
     pool: str = "default"  #: per-scale embedding: default (CLS if the encoder has one, else mean) | cls | mean
     resize_output_to_idx: int = 0  #: which scale's grid merged feature maps use
     crop_batch_size: int | str = "auto"  #: crops per encoder call: auto = 4 on CPU, 64 on GPU (speed only)
+    antialias: bool = True  #: low-pass filter a frame before shrinking it to a smaller scale
 
     def __post_init__(self) -> None:
         if self.scales is not None:

@@ -27,7 +27,7 @@ from ..data import open_dataset
 from ..device import autocast, select_device
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
-from .encoder import encoder_identity
+from .identity import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, image_key, iter_frame_batches, resolve_frame_source
 

@@ -19,7 +19,8 @@ from torch import nn
 from ..config.groups import DEFAULT_N_ACTION_STEPS
 from ..device import autocast, select_device
 from ..errors import CheckpointError
-from ..features.encoder import build_s2_encoder, encoder_identity
+from ..features.identity import encoder_identity
+from ..s2_encoder import build_s2_encoder
 from ..features.frames import frames_to_tensor, image_key
 from ..fileio import atomic_path, safetensors_load_safe
 from ..run_folder import POLICY_FILE

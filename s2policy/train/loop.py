@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from ..config import TrainRun, load, to_dict
 from ..device import autocast
 from ..errors import ConfigError
-from ..features import build_s2_encoder
 from ..policy import Policy
+from ..s2_encoder import build_s2_encoder
 from ..run_folder import POLICY_FILE, TRAIN_STATE_FILE, read_run_config
 from .checkpoint import load_train_state, save_train_state
 from .data import batch_indices, gather_windows, load_steps
@@ -50,7 +50,7 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
     resume_from = _checkpoint_to_resume(cfg, out_dir)
 
     # --- data and frozen features ---
-    encoder = build_s2_encoder(cfg.encoder.name, cfg.encoder.weights, cfg.s2.encoder_kwargs()).to(dist.device)
+    encoder = build_s2_encoder(cfg.encoder.name, cfg.encoder.weights, cfg.s2).to(dist.device)
     dataset = ensure_dataset(cfg, dist)
     train_demos, valid_demos = split_demos(dataset)
     proprio_keys = list(cfg.task.proprio_keys)
