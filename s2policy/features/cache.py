@@ -27,6 +27,7 @@ from ..data import open_dataset
 from ..device import autocast, select_device
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
+from ..distributed import barrier, rank_and_world
 from .identity import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, image_key, iter_frame_batches, resolve_frame_source
@@ -125,17 +126,6 @@ class ExtractionStats:
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _demo_lengths(source: FrameSource) -> dict[str, int]:
@@ -267,7 +257,7 @@ def build_feature_cache(
         log.info("reusing feature cache %s", folder)
         return FeatureCache(folder), stats
 
-    rank, world = _dist()
+    rank, world = rank_and_world()
     folder.mkdir(parents=True, exist_ok=True)
     lengths = _demo_lengths(src)
     demos = list(lengths)
@@ -280,14 +270,14 @@ def build_feature_cache(
         batch_size, device, precision, progress,
     )
     stats.seconds = time.perf_counter() - t0
-    _barrier()
+    barrier()
     if rank == 0:
         with h5py.File(folder / parts[demos[0]], "r") as f:
             dim = int(f[f"data/{demos[0]}"].shape[1])
         manifest = {"key": key, "inputs": inputs, "dim": dim, "dtype": dtype, "lengths": lengths, "demos": parts}
         atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
         log.info("feature cache %s: %d frames in %.1fs", folder, stats.frames, stats.seconds)
-    _barrier()
+    barrier()
     return FeatureCache(folder), stats
 
 

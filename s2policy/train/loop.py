@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import TrainRun, load, to_dict
+from ..data.collect import default_dataset_path, ensure_dataset
 from ..device import autocast
 from ..errors import ConfigError
 from ..policy import Policy
@@ -26,9 +27,9 @@ from ..s2_encoder import build_s2_encoder
 from ..run_folder import POLICY_FILE, TRAIN_STATE_FILE, read_run_config
 from .checkpoint import load_train_state, save_train_state
 from .data import batch_indices, gather_windows, load_steps
-from .distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
+from ..distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
 from .optim import EMA, lr_at, seed_step
-from .setup import build_step_features, ensure_dataset, fit_normalizers, make_policy_config, split_demos
+from .setup import build_step_features, fit_normalizers, make_policy_config, split_demos
 from .tracker import RunLogger
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
 
     # --- data and frozen features ---
     encoder = build_s2_encoder(cfg.encoder.name, cfg.encoder.weights, cfg.s2).to(dist.device)
-    dataset = ensure_dataset(cfg, dist)
+    dataset = ensure_dataset(cfg.dataset, default_dataset_path(cfg.task, cfg.collect), cfg.task, cfg.collect,
+                             progress=t.progress, collect_here=dist.is_main)
+    barrier()  # other ranks wait for rank 0's demos
     train_demos, valid_demos = split_demos(dataset)
     proprio_keys = list(cfg.task.proprio_keys)
     splits = {"train": load_steps(str(dataset), train_demos, proprio_keys)}

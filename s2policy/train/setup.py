@@ -1,5 +1,5 @@
-"""What a training run needs before its first step: the dataset (collected if absent), the train/valid demo split,
-feature sources per split, normalisers and the policy config. Each function is called once from `train`."""
+"""What a training run needs before its first step: the train/valid demo split, feature sources per split,
+normalisers and the policy config. Each function is called once from `train`."""
 
 from __future__ import annotations
 
@@ -10,33 +10,12 @@ import torch
 
 from ..config import TrainRun
 from ..data import open_dataset
-from ..errors import ConfigError
 from ..features import build_feature_cache
 from ..policy import Normalizer, PolicyConfig
 from .data import CachedFeatures, EncodedFeatures, StepFeatures, StepTable
-from .distributed import DistInfo, barrier
+from ..distributed import DistInfo
 
 log = logging.getLogger(__name__)
-
-
-def ensure_dataset(cfg: TrainRun, dist: DistInfo) -> Path:
-    """`cfg.dataset`, or demos collected for the task (once: reused when the file exists; rank 0 collects)."""
-    if cfg.dataset:
-        path = Path(cfg.dataset)
-        if not path.is_file():
-            raise ConfigError(f"dataset={path}: file not found (leave dataset unset to collect demos for the task)")
-        return path
-    c, task = cfg.collect, cfg.task
-    size = c.camera_size or task.camera_size or 224
-    path = Path(c.output or f"data/{task.name}_{c.num_demos}demos_{size}px_seed{c.seed}.hdf5")
-    if dist.is_main and not path.is_file():
-        import envs
-
-        log.info("no dataset given: collecting %d %s demos into %s", c.num_demos, task.name, path)
-        envs.collect_demos(task.name, c.num_demos, str(path), camera_size=size, seed=c.seed, workers=c.workers,
-                           cameras=list(task.cameras), **c.variation)
-    barrier()
-    return path
 
 
 def split_demos(path: Path) -> tuple[list[str], list[str]]:
