@@ -21,7 +21,7 @@ from typing import Any
 from .config import StudyConfig, TrainRun, compose, load
 from .data.collect import ensure_dataset
 from .evaluate import EPISODES_FILE, SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
-from .evaluate.checkpoint_info import file_sha256
+from .evaluate.provenance import file_sha256
 from .fileio import atomic_write_text
 from .run_folder import POLICY_FILE, TRAIN_STATE_FILE
 

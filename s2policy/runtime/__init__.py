@@ -8,7 +8,7 @@
 
 from .inference import Controller, InferenceWorker
 from .loop import ControlLoop
-from .report import STAGES, CadenceReport, StageTimes
+from .cadence import STAGES, CadenceReport, StageTimes
 from .robot import EPISODE_KEY, TIMESTAMP_KEY, Robot
 from .runner import PolicyRunner
 from .safety import SafetyConfig, SafetyEvent, SafetyGuard

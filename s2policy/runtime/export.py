@@ -31,7 +31,7 @@ from ..errors import ConfigError, S2PolicyError
 from ..features.frames import frames_to_tensor, image_key
 from ..fileio import atomic_path, atomic_write_text
 from ..policy import ChunkExecutor, Policy
-from .report import StageTimes
+from .cadence import StageTimes
 from .robot import EPISODE_KEY
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from .report import StageTimes
+from .cadence import StageTimes
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .inference import Controller, Inference, InferenceWorker, infer
-from .report import CadenceReport, TimingLog
+from .cadence import CadenceReport, TimingLog
 from .robot import TIMESTAMP_KEY, Robot, now
 from .safety import NO_ACTION_YET, SafetyConfig, SafetyGuard
 

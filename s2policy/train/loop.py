@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..policy import Policy
 from ..s2_encoder import build_s2_encoder
 from ..run_folder import POLICY_FILE, TRAIN_STATE_FILE, read_run_config
-from .checkpoint import load_train_state, save_train_state
+from .train_state import load_train_state, save_train_state
 from .data import batch_indices, gather_windows, load_steps
 from ..distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
 from .optim import EMA, lr_at, seed_step
