@@ -36,8 +36,8 @@ class S2Encoder(nn.Module):
         antialias: low-pass filter when a scale is smaller than the frame (feed a real high-res frame).
         fit: "resize" (default) rounds a non-square frame's axes to whole crops; "exact" raises instead.
         crop_batch_size: crops per backbone call (crops of all scales share calls); None = all in one call.
-            "auto" = 4 on CPU (measured fastest for EfficientNet-Lite0 here: 2.5x the reference's one big contiguous
-            call per scale at 32 frames, benchmarks/s2_speed.py), 64 on accelerators. Speed and memory only.
+            "auto" = 4 on CPU (small channels_last batches stay in cache; measurements against the reference's one
+            big call per scale: benchmarks/s2_speed.py, README), 64 on accelerators. Speed and memory only.
         channels_last: memory format of the crops; default = the encoder's own `channels_last` hint.
 
     Frames are (B, 3, H, W) float RGB in [0, 1], any size and aspect. The encoder runs under

@@ -113,6 +113,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.subprocess
 def test_cli_and_ddp_on_cpu_match_a_single_process(tmp_path):
     """Two gloo processes, half the batch each, give the weights of one process on the whole batch."""
     data = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=4, length=8)  # fresh: DDP extracts sharded

@@ -131,7 +131,7 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
 
 def _set_cpu_threads(setting: int | str | None, cached: bool) -> None:
     """"auto": one thread when training on cached features -- the head's ops are so small that a second thread
-    mostly waits for the first (22x slower per step on a busy 2-core machine, docs/training.md); torch's default
+    mostly waits for the first (far slower on a busy machine; figures in docs/training.md); torch's default
     when the encoder runs in the loop (no-cache mode). An int sets the count; None keeps torch's default."""
     if setting == "auto":
         setting = 1 if cached else None
