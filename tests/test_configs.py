@@ -76,6 +76,7 @@ def test_python_api_and_cli_share_defaults_and_round_trip():
     api = load(TrainRun, {"policy": {"name": "mlp", "hidden": [256, 256], "n_action_steps": 1}})
     assert api == cli
     assert load(TrainRun, to_dict(cli)) == cli
+    assert load(TrainRun, {"dataset": Path("demos.hdf5"), "s2": {"scales": (1, 2)}}).dataset == "demos.hdf5"
     assert cli.out_dir == "outputs/lift_efficientnet_lite0_mlp_seed0"
     assert to_dict(cli)["policy"] == {"name": "mlp", "execution": "receding", "n_action_steps": 1,
                                       "ensemble_decay": 0.01, "hidden": [256, 256]}
