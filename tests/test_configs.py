@@ -156,11 +156,11 @@ def test_wheel_ships_the_top_level_configs_and_every_console_script(tmp_path):
     import zipfile
 
     src = tmp_path / "src"  # build a copy: setuptools writes build/ and *.egg-info beside the sources
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, src / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("s2policy", "envs", "configs"):
+        shutil.copytree(REPO / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(REPO / name, src / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                             str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]
