@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 import envs
-from s2policy.features import build_s2_encoder, frames_to_tensor
+from s2policy import build_s2_encoder
+from s2policy.features import frames_to_tensor
 
 
 def inside(boxes: np.ndarray, uv: np.ndarray) -> bool:

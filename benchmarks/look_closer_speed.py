@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from runtime_latency import InstantRobot  # benchmarks/ is on sys.path when this script runs
 
-from s2policy.features.encoder import build_s2_encoder
+from s2policy import build_s2_encoder
 from s2policy.features.frames import frames_to_tensor
 from s2policy.look_closer import embed_frames
 from s2policy.policy import Normalizer, Policy, PolicyConfig

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def make_checkpoint(folder: Path, encoder: str, weights: str, img_sizes: list[int], camera_size: int) -> Path:
     """A lift policy file with the given frozen encoder and a freshly initialised MLP head."""
     import envs
-    from s2policy.features import build_s2_encoder
+    from s2policy import build_s2_encoder
     from s2policy.policy import Normalizer, Policy, PolicyConfig
 
     spec = envs.get_task("lift")

@@ -32,11 +32,11 @@ import time
 import numpy as np
 import torch
 
-from s2policy.features.encoder import build_s2_encoder
+from s2policy import build_s2_encoder
 from s2policy.policy import Normalizer, Policy, PolicyConfig
 from s2policy.runtime import TIMESTAMP_KEY, ControlLoop, PolicyRunner, SafetyConfig
 from s2policy.runtime.export import ExportedPolicy, export_policy
-from s2policy.runtime.report import summarize
+from s2policy.runtime.cadence import summarize
 
 PROPRIO_DIM, ACTION_DIM = 16, 7
 

@@ -36,7 +36,7 @@ from s2policy.fileio import atomic_write_text
 from s2policy.runtime import ChunkService, ChunkStream, ControlLoop, LocalChunks, PolicyRunner, RemotePolicy
 from s2policy.runtime import SafetyConfig
 from s2policy.runtime.client import ConnectionOptions
-from s2policy.runtime.report import summarize
+from s2policy.runtime.cadence import summarize
 from s2policy.runtime.robot import now
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from s2policy.features import build_feature_cache, build_s2_encoder  # noqa: E402
+from s2policy import build_s2_encoder  # noqa: E402
+from s2policy.features import build_feature_cache  # noqa: E402
 from s2policy.features.maps import build_map_cache  # noqa: E402
 from s2policy.train.synthetic import write_synthetic_demos  # noqa: E402
 

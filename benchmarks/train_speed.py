@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from s2policy.data import open_dataset  # noqa: E402
-from s2policy.features import build_feature_cache, build_s2_encoder, frames_to_tensor  # noqa: E402
+from s2policy import build_s2_encoder  # noqa: E402
+from s2policy.features import build_feature_cache, frames_to_tensor  # noqa: E402
 from s2policy.train.synthetic import write_synthetic_demos  # noqa: E402
 
 
@@ -104,7 +105,8 @@ def bench_extraction(work: Path, args) -> dict:
 _RSS_CHILD = """
 import sys, json
 sys.path.insert(0, {repo!r})
-from s2policy.features import build_feature_cache, build_s2_encoder
+from s2policy import build_s2_encoder
+from s2policy.features import build_feature_cache
 enc = build_s2_encoder({encoder!r}, {weights!r}, {{"scales": [1, 2]}})
 def status(key):
     return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith(key))

@@ -6,7 +6,7 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["S2Encoder", "multiscale_forward", "build_encoder", "__version__"]
+__all__ = ["S2Encoder", "build_encoder", "build_s2_encoder", "multiscale_forward", "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,10 +16,10 @@ def __getattr__(name: str):
         from .encoders import build_encoder
 
         return build_encoder
-    if name == "S2Encoder":
-        from .s2_encoder import S2Encoder
+    if name in ("S2Encoder", "build_s2_encoder"):
+        from . import s2_encoder
 
-        return S2Encoder
+        return getattr(s2_encoder, name)
     if name == "multiscale_forward":
         from .s2 import multiscale_forward
 

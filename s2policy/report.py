@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -263,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         written = write_report(args.paths, args.out, args.title)
     except S2PolicyError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(Path(written["markdown"]).read_text())
     for kind, path in written.items():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .config.groups import S2Config
+from .config.checks import from_mapping
 from .errors import ConfigError
 from .flops import count_gmacs, count_params
 from .s2 import ScalePlan, merge_scales, plan_scales, run_scales
@@ -35,8 +37,8 @@ class S2Encoder(nn.Module):
         antialias: low-pass filter when a scale is smaller than the frame (feed a real high-res frame).
         fit: "resize" (default) rounds a non-square frame's axes to whole crops; "exact" raises instead.
         crop_batch_size: crops per backbone call (crops of all scales share calls); None = all in one call.
-            "auto" = 4 on CPU (measured fastest for EfficientNet-Lite0 here: 2.5x the reference's one big contiguous
-            call per scale at 32 frames, benchmarks/s2_speed.py), 64 on accelerators. Speed and memory only.
+            "auto" = 4 on CPU (small channels_last batches stay in cache; measurements against the reference's one
+            big call per scale: benchmarks/s2_speed.py, README), 64 on accelerators. Speed and memory only.
         channels_last: memory format of the crops; default = the encoder's own `channels_last` hint.
 
     Frames are (B, 3, H, W) float RGB in [0, 1], any size and aspect. The encoder runs under
@@ -207,3 +209,33 @@ class S2Encoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Alias of `embed`: (B, 3, H, W) -> (B, out_dim)."""
         return self.embed(frames)
+
+
+def build_s2_encoder(encoder: str, weights: str = "pretrained",
+                     s2: S2Config | Mapping[str, Any] | None = None) -> S2Encoder:
+    """`build_encoder(encoder, weights)` wrapped in `S2Encoder` with the `s2` options (an S2Config, or a dict of
+    its fields checked the same way); every bad value -> one ConfigError, raised before any weights are loaded
+    when the options themselves are wrong.
+
+    With `s2.selector` set it builds a look-closer encoder (`s2policy.look_closer.LookCloserEncoder`, an S2Encoder
+    whose second scale is seen only through selected crops; its options: `look_closer.LOOK_CLOSER_KEYS`).
+    """
+    from .encoders import build_encoder
+    from .look_closer import LookCloserEncoder, split_s2_options
+
+    options = from_mapping(S2Config, s2 or {}, "s2")  # S2Config checks the look-closer options too
+    kwargs, look_closer = split_s2_options(options.encoder_kwargs())
+    try:
+        enc = build_encoder(encoder, weights=weights)
+    except ConfigError:
+        raise
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"cannot build encoder {encoder!r} (weights={weights!r}): {e}") from e
+    try:
+        if look_closer is not None:
+            return LookCloserEncoder(enc, **kwargs, **{k: v for k, v in vars(look_closer).items() if v is not None})
+        return S2Encoder(enc, **kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"s2 {options.encoder_kwargs()} for encoder {encoder!r}: {e}") from None
+    except (ValueError, AssertionError, TypeError) as e:
+        raise ConfigError(f"bad S2 settings {kwargs} for encoder {encoder!r} (native {enc.native_size}px): {e}") from e

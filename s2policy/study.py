@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import StudyConfig, TrainRun, compose, load
+from .data.collect import ensure_dataset
 from .evaluate import EPISODES_FILE, SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
-from .evaluate.checkpoint_info import POLICY_FILE, TRAIN_STATE_FILE, file_sha256
+from .evaluate.provenance import file_sha256
 from .fileio import atomic_write_text
+from .run_folder import POLICY_FILE, TRAIN_STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +66,6 @@ def evaluation_matches(summary_path: Path, policy_file: Path, settings: EvalSett
         return False
 
 
-def study_dataset(cfg: StudyConfig, stages: StageLog) -> Path:
-    """cfg.dataset, or the study's own demos in <study_dir>/demos.hdf5 (collected once, as a stage)."""
-    if cfg.dataset:
-        return Path(cfg.dataset)
-    import envs
-
-    path = Path(cfg.study_dir) / "demos.hdf5"
-    c = cfg.collect
-    variation = envs.task_variation(cfg.task.name, cfg.task.variation, c.variation)  # checked before any work
-
-    def collect() -> None:
-        summary = envs.collect_demos(cfg.task.name, c.num_demos, str(path), camera_size=c.camera_size, seed=c.seed,
-                                     workers=c.workers, progress=cfg.progress, **variation)
-        log.info("collected %s", summary)
-
-    stages.run("collect", path.is_file, collect)
-    return path
-
-
 def run_study(cfg: StudyConfig | Mapping[str, Any], on_result: Callable[[str, dict], None] | None = None,
               ) -> dict[str, Path]:
     """Run (or continue) the study described by `cfg` (a StudyConfig, or configs/study.yaml composed as a dict);
@@ -92,9 +75,13 @@ def run_study(cfg: StudyConfig | Mapping[str, Any], on_result: Callable[[str, di
 
     cfg = load(StudyConfig, cfg)
     study_dir = Path(cfg.study_dir)
+    # a given dataset must exist (checked before anything is written); else the study's own demos, collected once
+    dataset = ensure_dataset(cfg.dataset, study_dir / "demos.hdf5", cfg.task, cfg.collect, collect_here=False)
     study_dir.mkdir(parents=True, exist_ok=True)
     stages = StageLog(study_dir / "stages.json")
-    dataset = study_dataset(cfg, stages)
+    if not cfg.dataset:
+        stages.run("collect", dataset.is_file,
+                   lambda: ensure_dataset(None, dataset, cfg.task, cfg.collect, progress=cfg.progress))
     task = cfg.task.name
     settings = replace(cfg.eval, dataset=str(dataset), task=task)
     evaluations = []

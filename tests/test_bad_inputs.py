@@ -28,7 +28,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from s2policy.encoders.weights import WEIGHT_SPECS, resolve_weights_file
-from s2policy.features import build_feature_cache, build_s2_encoder
+from s2policy import build_s2_encoder
+from s2policy.features import build_feature_cache
 from s2policy.train.synthetic import write_synthetic_demos
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,11 +29,35 @@ def test_policy_files_of_the_first_release_act_as_they_did(name):
     np.testing.assert_allclose(actions, np.asarray(EXPECTED["actions"][name]), rtol=0, atol=1e-6)
 
 
+def test_provenance_of_a_first_release_policy_comes_from_its_training_state(tmp_path):
+    """0.1.0 policy files do not record where they came from; evaluation then reads the training state beside them
+    (the dataset and seed it was trained with), without importing the trainer."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from s2policy.evaluate import read_checkpoint_info
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(COMPAT / "camera_free_mlp.safetensors", run / "policy.safetensors")
+    (tmp_path / "demos.hdf5").write_bytes(b"")
+    save_file({"step": torch.zeros(1)}, str(run / "checkpoints" / "last.safetensors"),
+              metadata={"run_config": json.dumps({"seed": 1, "dataset": str(tmp_path / "demos.hdf5")})})
+    info = read_checkpoint_info(run)
+    assert info.config.provenance == {} and info.task == "lift"
+    assert (info.train_seed, info.dataset) == (1, tmp_path / "demos.hdf5")
+    assert info.config.encoder == "none" and info.config.cameras == []  # the 0.1.0 control, read as encoder=none
+
+
 def test_feature_cache_keys_change_only_by_the_format_number(tmp_path, monkeypatch):
     """Every input of the cache key (dataset fingerprint, encoder identity, frames, dtype) hashes as 0.1.0 did; only
     the format number moved (2: one checksummed shard per demo), so a 0.1.0 cache is re-extracted once, never
     misread."""
-    from s2policy.features import build_feature_cache, build_s2_encoder
+    from s2policy import build_s2_encoder
+    from s2policy.features import build_feature_cache
     from s2policy.features import cache as cache_module
     from s2policy.train.synthetic import write_synthetic_demos
 

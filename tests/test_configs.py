@@ -76,6 +76,7 @@ def test_python_api_and_cli_share_defaults_and_round_trip():
     api = load(TrainRun, {"policy": {"name": "mlp", "hidden": [256, 256], "n_action_steps": 1}})
     assert api == cli
     assert load(TrainRun, to_dict(cli)) == cli
+    assert load(TrainRun, {"dataset": Path("demos.hdf5"), "s2": {"scales": (1, 2)}}).dataset == "demos.hdf5"
     assert cli.out_dir == "outputs/lift_efficientnet_lite0_mlp_seed0"
     assert to_dict(cli)["policy"] == {"name": "mlp", "execution": "receding", "n_action_steps": 1,
                                       "ensemble_decay": 0.01, "hidden": [256, 256]}
@@ -145,3 +146,31 @@ def test_docs_list_every_option_as_the_code_declares_it():
     generated = docs.split("do not edit by hand -->\n", 1)[1].split("<!-- end of generated options -->", 1)[0]
     assert generated == markdown(), "regenerate the tables: python -m s2policy.config"
     assert "| `train.steps` | `3000` | optimisation steps |" in generated
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_wheel_ships_the_top_level_configs_and_every_console_script(tmp_path):
+    """The built wheel carries configs/ as s2policy/configs/ byte for byte, and the eight console scripts."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"  # build a copy: setuptools writes build/ and *.egg-info beside the sources
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("s2policy", "envs", "configs"):
+        shutil.copytree(REPO / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("s2policy-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        shipped = sorted(n.removeprefix("s2policy/configs/") for n in names if n.startswith("s2policy/configs/"))
+        assert shipped == sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*.yaml"))
+        for name in shipped:
+            assert z.read(f"s2policy/configs/{name}") == (REPO / "configs" / name).read_bytes(), name
+        entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    for script in ("train", "evaluate", "study", "collect", "robot", "export", "encoders", "report"):
+        assert f"s2policy-{script} = " in entry_points, script

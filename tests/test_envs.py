@@ -17,6 +17,7 @@ import gymnasium as gym  # noqa: E402
 import envs  # noqa: E402
 from s2policy.errors import ConfigError  # noqa: E402
 
+pytestmark = pytest.mark.simulator
 SIZE = (24, 32)  # non-square on purpose
 
 

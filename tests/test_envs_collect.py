@@ -19,6 +19,8 @@ import envs  # noqa: E402
 from envs import collect as collect_module  # noqa: E402
 from s2policy.data import open_dataset, validate  # noqa: E402
 
+pytestmark = pytest.mark.simulator
+
 SIZE = (40, 48)
 
 
@@ -66,6 +68,7 @@ def test_rerender_equals_stored_frames_and_resizes(lift_file):
     assert bigger.shape == (len(stored), 64, 80, 3) and bigger.dtype == np.uint8
 
 
+@pytest.mark.subprocess
 def test_robomimic_get_dataset_info_reads_our_file(lift_file):
     pytest.importorskip("robomimic")
     path, _ = lift_file
@@ -90,6 +93,7 @@ def test_robomimic_sequence_dataset_reads_collected_file(lift_file):
     assert item["actions"].shape == (3, 7) and item["obs"]["object"].shape == (3, 7)
 
 
+@pytest.mark.subprocess
 def test_metaworld_collect_two_workers_no_images_and_rerender(tmp_path):
     path = tmp_path / "drawer.hdf5"
     summary = envs.collect_demos("mw-drawer-open", 2, path, workers=2, store_images=False, camera_size=32,
@@ -119,6 +123,7 @@ def test_failed_collection_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.subprocess
 def test_cli(tmp_path):
     out = tmp_path / "cli.hdf5"
     result = subprocess.run([sys.executable, "-m", "envs.collect", "--task", "mw-button-press-topdown",

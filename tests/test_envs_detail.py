@@ -16,6 +16,8 @@ import envs  # noqa: E402
 from envs.detail_tasks import detail_pixels, outcome  # noqa: E402
 from s2policy.errors import ConfigError  # noqa: E402
 
+pytestmark = pytest.mark.simulator
+
 DETAIL_TASKS = ["mw-push-tiny-goal", "mw-push-cue", "mw-push-twin"]
 
 

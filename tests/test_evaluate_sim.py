@@ -18,7 +18,7 @@ from s2policy.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 12
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.simulator, pytest.mark.subprocess]  # rollouts, CLIs, env workers
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from s2policy.evaluate import EvalSettings
-from s2policy.evaluate.checkpoint_info import file_sha256
+from s2policy.evaluate.provenance import file_sha256
 from s2policy.study import StageLog, compose_train_config, evaluation_matches
 
 

@@ -52,7 +52,7 @@ def test_onnx_backbone_gives_the_same_s2_features_and_cost(encoder):
     pytest.importorskip("onnxruntime")
     import torch
 
-    from s2policy.features import build_s2_encoder
+    from s2policy import build_s2_encoder
     from s2policy.runtime.onnx_backbone import OrtBackbone, use_onnx_backbone
 
     s2 = build_s2_encoder(encoder, "random", {"scales": [1, 2]}).eval()
@@ -81,7 +81,7 @@ def test_onnx_backbone_errors_name_the_problem(monkeypatch):
     pytest.importorskip("onnxruntime")
     import sys
 
-    from s2policy.features import build_s2_encoder
+    from s2policy import build_s2_encoder
     from s2policy.runtime import onnx_backbone
     from s2policy.runtime.export import ExportParityError
 

@@ -193,10 +193,12 @@ def test_training_rejects_a_bad_dataset_before_any_work(tmp_path):
     assert not (tmp_path / "v21.features").exists() and not (tmp_path / "run" / "policy.safetensors").exists()
 
 
+@pytest.mark.subprocess
 def test_train_policy_cli_on_a_lerobot_v3_dataset(tmp_path):
     """The CLI end to end: two non-square cameras through S2's per-axis tiling, actions in degrees normalised from
     the data, a split by episode; the cached features equal S2 applied to the decoded frames."""
-    from s2policy.features import FeatureCache, build_s2_encoder, frames_to_tensor
+    from s2policy import build_s2_encoder
+    from s2policy.features import FeatureCache, frames_to_tensor
     from s2policy.policy import Policy
 
     root = copy_fixture("v30", tmp_path)
@@ -297,6 +299,7 @@ def test_export_cli_refuses_bad_input_and_writes_nothing(tmp_path):
 LEROBOT_PYTHON = os.environ.get("S2POLICY_LEROBOT_PYTHON")
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not LEROBOT_PYTHON, reason="set S2POLICY_LEROBOT_PYTHON to a Python with `lerobot` installed "
                                                "(LeRobot >= 0.5 needs Python 3.12) to read the export with LeRobot's "
                                                "own loader; the native round trip above always runs")
@@ -319,6 +322,7 @@ def test_lerobot_loader_reads_our_export(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.simulator
 def test_policy_trained_on_a_lerobot_dataset_of_our_task_evaluates(tmp_path):
     """lift demos -> LeRobot export (minus our meta/s2policy.json, so the dataset names no task, seeds or frame size)
     -> training with task=lift -> rollouts in the simulator."""

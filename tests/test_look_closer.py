@@ -12,7 +12,8 @@ import torch
 from s2policy.camera_model import CameraModel, calibration_record, load_calibration
 from s2policy.data import open_dataset
 from s2policy.errors import ConfigError
-from s2policy.features import build_feature_cache, build_s2_encoder, frames_to_tensor
+from s2policy import build_s2_encoder
+from s2policy.features import build_feature_cache, frames_to_tensor
 from s2policy.look_closer import crop_corners, cut_crops, resolve_camera_models, saliency_centres, selector_points
 from s2policy.policy import Policy
 from s2policy.s2 import merge_crops, multiscale_forward

@@ -14,7 +14,7 @@ from s2policy.look_closer import LookCloserEncoder, selector_points
 pytest.importorskip("mujoco")
 pytest.importorskip("robosuite")
 pytest.importorskip("metaworld")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.simulator]
 
 FRAME = 224
 # Bodies whose geoms are the gripper, per suite: the subtree of this body.
@@ -109,7 +109,7 @@ def test_look_closer_policy_evaluates_and_runs_in_the_robot_loop(lift_checkpoint
     import json
 
     from s2policy.evaluate import EvalSettings, evaluate
-    from s2policy.features import build_s2_encoder
+    from s2policy import build_s2_encoder
     from s2policy.runtime.__main__ import main
 
     summary = evaluate(lift_checkpoint, tmp_path / "eval", EvalSettings(episodes=1, workers=0, max_steps=6))

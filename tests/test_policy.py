@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from s2policy.errors import CheckpointError, ConfigError
-from s2policy.features import build_s2_encoder
+from s2policy import build_s2_encoder
 from s2policy.policy import ChunkExecutor, Normalizer, Policy, PolicyConfig, build_head, read_policy_config
 
 F, P, A = 32, 5, 3

@@ -22,6 +22,7 @@ from .serve_support import DelayProxy, running_server, tiny_service, wire_array
 from .test_runtime_support import write_tiny_checkpoint
 
 pytest.importorskip("envs")  # first: it picks the headless GL backend before mujoco loads
+pytestmark = pytest.mark.simulator  # every test drives the simulated robot
 
 HZ = 10.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,7 @@ def start_server_process(ckpt: Path, port: int) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.subprocess
 def test_server_killed_mid_run_safe_action_then_reconnect(ckpt, sim):
     port = free_port()
     proc = start_server_process(ckpt, port)

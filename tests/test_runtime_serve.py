@@ -227,6 +227,7 @@ runpy.run_module(module, run_name="__main__")
 """
 
 
+@pytest.mark.subprocess
 def test_the_robot_client_runs_without_torch(mlp_ckpt, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     with running_server(tiny_service(mlp_ckpt)) as server:

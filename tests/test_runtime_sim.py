@@ -9,6 +9,7 @@ import torch
 from .test_runtime_support import write_tiny_checkpoint
 
 pytest.importorskip("envs")  # first: it picks the headless GL backend before mujoco loads
+pytestmark = pytest.mark.simulator
 
 
 def test_cli_runs_a_checkpoint_on_the_sim_robot(tmp_path, capsys):

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from s2policy.features.encoder import build_s2_encoder
+from s2policy import build_s2_encoder
 from s2policy.features.maps import map_shape
 from s2policy.policy import Normalizer, Policy, PolicyConfig, SpatialOptions
 from s2policy.runtime import EPISODE_KEY, TIMESTAMP_KEY, StageTimes

@@ -15,7 +15,8 @@ import torch
 from s2policy.config import TrainRun, compose, load
 from s2policy.data import DemoWriter
 from s2policy.errors import ConfigError, DatasetError
-from s2policy.features import build_s2_encoder, frames_to_tensor
+from s2policy import build_s2_encoder
+from s2policy.features import frames_to_tensor
 from s2policy.features import maps as maps_module
 from s2policy.features.maps import MapCache, StreamedMaps, build_map_cache, camera_feature_map, map_cache_key, map_shape
 from s2policy.policy import Policy, SpatialOptions

@@ -50,6 +50,8 @@ def test_mlp_loss_decreases_and_policy_acts_on_raw_frames(dataset, tmp_path):
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:2]), losses
     assert len(metrics(tmp_path / "run", "valid/loss")) == 6
     policy = Policy.load(out, device="cpu")
+    # where it came from travels with the policy file (evaluation reads it; it never imports the trainer)
+    assert policy.config.provenance == {"dataset": str(dataset), "seed": 0, "run_dir": str(tmp_path / "run")}
     with open_dataset(dataset) as ds:
         demo = ds.load_demo("demo_0")
     cache_dir = next(Path(str(dataset) + ".features").glob("agentview-*"))
@@ -111,6 +113,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.subprocess
 def test_cli_and_ddp_on_cpu_match_a_single_process(tmp_path):
     """Two gloo processes, half the batch each, give the weights of one process on the whole batch."""
     data = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=4, length=8)  # fresh: DDP extracts sharded

@@ -79,6 +79,7 @@ class S2Config:
     #: look-closer gripper: {camera: calibration record}, filled in before work from `calibration` or the simulator
     #: and stored in the checkpoint (not set by hand)
     camera_models: dict[str, Any] | None = None
+    antialias: bool = True  #: low-pass filter a frame before shrinking it to a smaller scale
 
     def __post_init__(self) -> None:
         if self.scales is not None:

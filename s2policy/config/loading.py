@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,13 +59,24 @@ def load(cls: type[T], data: Mapping[str, Any] | T) -> T:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    data = {k: v for k, v in dict(data).items() if k != "hydra"}
+    data = {k: _plain(v) for k, v in dict(data).items() if k != "hydra"}
     try:
         merged = OmegaConf.merge(OmegaConf.create(defaults_dict(cls)), OmegaConf.create(data))
         plain = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{getattr(e, 'full_key', '') or 'config'}: {str(e).splitlines()[0]}") from None
     return from_mapping(cls, plain, "")
+
+
+def _plain(value: Any) -> Any:
+    """Paths as strings and tuples as lists, so a Python caller's values fit a YAML-shaped config."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def compose(config_name: str = "config", overrides: Sequence[str] = (), config_dir_extra: str | None = None,

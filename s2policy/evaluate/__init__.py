@@ -5,7 +5,7 @@
     summary["success"]   # {"successes", "episodes", "rate", "ci_low", "ci_high", "confidence"}
 """
 
-from .checkpoint_info import CheckpointInfo, read_checkpoint_info, resolve_policy_file
+from .provenance import CheckpointInfo, read_checkpoint_info, resolve_policy_file
 from .env_handles import EnvSpec, EnvWorkerError, LocalEnv, WorkerEnv
 from .evaluator import EPISODES_FILE, SUMMARY_FILE, SUMMARY_FORMAT, EvalPlan, EvalSettings, evaluate, plan_evaluation
 from .rollout import EpisodeJob, EpisodeResult, RolloutTiming, VideoPlan, run_episodes

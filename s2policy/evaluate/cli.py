@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load
-from .checkpoint_info import resolve_policy_file
+from .provenance import resolve_policy_file
 from .evaluator import SUMMARY_FILE, EvalSettings, evaluate
 from .rollout import EpisodeResult
 from .stats import SuccessRate

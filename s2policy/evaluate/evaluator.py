@@ -25,7 +25,7 @@ from ..config.groups import EvalSettings
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from ..look_closer import look_closer_summary
-from .checkpoint_info import CheckpointInfo, read_checkpoint_info
+from .provenance import CheckpointInfo, read_checkpoint_info
 from .env_handles import EnvSpec
 from .layouts import run_policy_in_workers, run_policy_on_main, torch_threads
 from .rollout import EpisodeJob, EpisodeResult, RolloutTiming, VideoPlan

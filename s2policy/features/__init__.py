@@ -1,4 +1,4 @@
-"""Frozen S2 features: the shared frame preprocessing, the encoder factory, and the on-disk feature cache."""
+"""Frozen S2 features: the shared frame preprocessing, feature identity, and the on-disk feature cache."""
 
 from ..data import image_key
 from .cache import (
@@ -9,7 +9,7 @@ from .cache import (
     default_cache_root,
     feature_cache_key,
 )
-from .encoder import build_s2_encoder, encoder_identity, state_fingerprint
+from .identity import encoder_identity, state_fingerprint
 from .fingerprint import compute_fingerprint, dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
 
@@ -18,7 +18,6 @@ __all__ = [
     "FeatureCache",
     "FrameSource",
     "build_feature_cache",
-    "build_s2_encoder",
     "cache_folder",
     "compute_fingerprint",
     "dataset_fingerprint",

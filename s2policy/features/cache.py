@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 
 from ..data import open_episodes
 from ..device import autocast, select_device
+from ..distributed import barrier, rank_and_world
 from ..errors import CacheError, ConfigError
 from ..fileio import atomic_open, atomic_write_text, exclusive_lock, raise_if_out_of_space
 from ..look_closer import embed_frames, needs_points, points_fingerprint, selector_points
-from .encoder import encoder_identity
+from .identity import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
 
@@ -187,17 +188,6 @@ class ExtractionStats:
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _demo_lengths(source: FrameSource) -> dict[str, int]:
@@ -361,7 +351,7 @@ def build_feature_cache(
         log.info("reusing feature cache %s", folder)
         return FeatureCache(folder), stats
 
-    rank, world = _dist()
+    rank, world = rank_and_world()
     folder.mkdir(parents=True, exist_ok=True)
     lengths = _demo_lengths(src)
     demos = list(lengths)
@@ -377,7 +367,7 @@ def build_feature_cache(
             stats.frames = _extract_demos(s2_encoder, src, mine, lengths, folder, key, dtype, store_maps,
                                           batch_size, device, precision, progress)
         stats.seconds = time.perf_counter() - t0
-        _barrier()
+        barrier()
         if rank == 0 and not _shards_complete(folder, key):
             with h5py.File(shard_path(folder, demos[0]), "r") as f:
                 dim = int(f["data"].shape[1])
@@ -385,7 +375,7 @@ def build_feature_cache(
                         "shards": {d: str(shard_path(folder, d).relative_to(folder)) for d in demos}}
             atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
             log.info("feature cache %s: %d frames in %.1fs", folder, stats.frames, stats.seconds)
-        _barrier()
+        barrier()
     return FeatureCache(folder), stats
 
 

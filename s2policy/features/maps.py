@@ -30,10 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..device import autocast, select_device
+from ..distributed import barrier, rank_and_world
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..fileio import atomic_write_text
-from .cache import ExtractionStats, _barrier, _demo_lengths, _dist, default_cache_root
-from .encoder import encoder_identity
+from .cache import ExtractionStats, _demo_lengths, default_cache_root
+from .identity import encoder_identity
 from .fingerprint import dataset_fingerprint
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
 
@@ -304,7 +305,7 @@ def build_map_cache(
         log.info("reusing map cache %s", folder)
         return MapCache(folder), stats
 
-    rank, world = _dist()
+    rank, world = rank_and_world()
     folder.mkdir(parents=True, exist_ok=True)
     lengths = _demo_lengths(src)
     demos = list(lengths)
@@ -314,7 +315,7 @@ def build_map_cache(
     stats.frames = _extract_maps(s2_encoder, src, mine, lengths, folder / f"part-{rank}-of-{world}.f16", key,
                                  row_bytes, batch_size, device, precision, progress)
     stats.seconds = time.perf_counter() - t0
-    _barrier()
+    barrier()
     if rank == 0:
         where, next_row = {}, [0] * world
         for i, d in enumerate(demos):  # each part holds its demos in order: offsets follow from the lengths
@@ -327,5 +328,5 @@ def build_map_cache(
             (folder / f"part-{r}-of-{world}.progress.json").unlink(missing_ok=True)
         log.info("map cache %s: %d frames in %.1fs, map %s, %.1f MB per 1000 frames", folder, stats.frames,
                  stats.seconds, shape, row_bytes * 1000 / 1e6)
-    _barrier()
+    barrier()
     return MapCache(folder), stats

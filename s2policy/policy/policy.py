@@ -19,12 +19,14 @@ from torch import nn
 from ..config.groups import DEFAULT_N_ACTION_STEPS
 from ..device import autocast, select_device
 from ..errors import CheckpointError
-from ..features.encoder import build_s2_encoder, encoder_identity
+from ..features.identity import encoder_identity
+from ..s2_encoder import build_s2_encoder
 from ..features.frames import frames_to_tensor, image_key
 from ..features.maps import camera_features
 from ..fileio import atomic_path, safetensors_load_safe
 from ..finite import nonfinite_summary
 from ..look_closer import selector_points
+from ..run_folder import POLICY_FILE
 from .execution import ChunkExecutor
 from .heads import build_head
 from .normalizer import Normalizer
@@ -57,6 +59,7 @@ class PolicyConfig:
     precision: str = "auto"
     task: str | None = None
     encoder_identity: dict[str, Any] = field(default_factory=dict)  # S2Encoder identity at training time
+    provenance: dict[str, Any] = field(default_factory=dict)  # where it came from: dataset, seed, run_dir
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PolicyConfig:
@@ -291,7 +294,7 @@ def read_checkpoint(path: str | Path) -> tuple[PolicyConfig, dict[str, torch.Ten
     NaN/inf tensor."""
     path = Path(path)
     if path.is_dir():
-        path = path / "policy.safetensors"
+        path = path / POLICY_FILE
     meta, tensors = safetensors_load_safe(path, "policy checkpoint")
     # s2policy 0.1.0 stored the transformer's causal mask as float (-inf above the diagonal): the same mask as bool
     tensors = {k: (v != 0 if k.endswith("causal_mask") and v.is_floating_point() else v) for k, v in tensors.items()}

@@ -13,7 +13,7 @@ torch; the torch side (PolicyRunner, ChunkService, LocalChunks, PolicyServer) lo
 from .chunks import ActionQueue
 from .inference import ActionSource, Background, ChunkReply, ChunkStream, Controller, InferenceWorker, InTick
 from .loop import ControlLoop
-from .report import STAGES, CadenceReport, StageTimes
+from .cadence import STAGES, CadenceReport, StageTimes
 from .robot import EPISODE_KEY, TIMESTAMP_KEY, Robot
 from .safety import SafetyConfig, SafetyEvent, SafetyGuard
 from .sim_robot import SimRobot

@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Any
 
-from .report import CadenceReport
+from .cadence import CadenceReport
 from .safety import SafetyConfig
 
 

@@ -33,7 +33,7 @@ from ..features.maps import camera_features
 from ..fileio import atomic_path, atomic_write_text
 from ..look_closer import needs_points, read_points
 from ..policy import ChunkExecutor, Policy, uses_maps
-from .report import StageTimes
+from .cadence import StageTimes
 from .robot import EPISODE_KEY
 
 log = logging.getLogger(__name__)

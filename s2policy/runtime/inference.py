@@ -15,7 +15,7 @@ import numpy as np
 
 from .chunks import ActionQueue
 from .protocol import PolicySpec
-from .report import StageTimes, TimingLog
+from .cadence import StageTimes, TimingLog
 from .robot import EPISODE_KEY, now
 from .safety import DROPPED_LATE, NO_ACTION_YET, SERVER_UNAVAILABLE
 

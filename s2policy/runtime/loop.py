@@ -14,7 +14,7 @@ import time
 
 from ..errors import ConfigError
 from .inference import ActionSource, Controller, InTick, as_source
-from .report import CadenceReport, TimingLog
+from .cadence import CadenceReport, TimingLog
 from .robot import TIMESTAMP_KEY, Robot, now
 from .safety import SafetyConfig, SafetyGuard
 

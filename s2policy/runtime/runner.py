@@ -18,7 +18,7 @@ from torch import nn
 
 from ..device import autocast
 from ..policy import Policy
-from .report import StageTimes
+from .cadence import StageTimes
 from .robot import EPISODE_KEY
 
 log = logging.getLogger(__name__)

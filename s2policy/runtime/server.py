@@ -39,7 +39,7 @@ from .protocol import (
     request_id,
     unpack,
 )
-from .report import StageTimes
+from .cadence import StageTimes
 from .service import ChunkRequest, ChunkResult, ChunkService
 
 log = logging.getLogger(__name__)

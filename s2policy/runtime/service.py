@@ -24,7 +24,7 @@ from ..policy.policy import history_window
 from .export import ExportedPolicy
 from .inference import ChunkReply
 from .protocol import BAD_OBSERVATION, INTERNAL, NONFINITE_ACTION, PolicySpec, ProtocolError
-from .report import StageTimes
+from .cadence import StageTimes
 from .runner import PolicyRunner
 
 log = logging.getLogger(__name__)

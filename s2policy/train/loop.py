@@ -20,24 +20,22 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import TrainRun, load, to_dict
+from ..data.collect import default_dataset_path, ensure_dataset
 from ..device import autocast
 from ..errors import ConfigError
-from ..features import build_s2_encoder
+from ..distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
 from ..look_closer import resolve_camera_models
 from ..policy import Policy
-from .checkpoint import load_train_state, read_run_config, read_train_state, save_train_state
+from ..run_folder import POLICY_FILE, TRAIN_STATE_FILE, read_run_config
+from ..s2_encoder import build_s2_encoder
 from .data import batch_indices, gather_windows, load_steps
-from .distributed import all_reduce_mean, barrier, cleanup_distributed, setup_distributed
 from .guard import check_step_is_finite
 from .optim import EMA, lr_at, seed_step
-from .setup import (build_step_features, check_head_inputs, ensure_dataset, fit_normalizers, make_policy_config,
-                    split_demos)
+from .setup import build_step_features, check_head_inputs, fit_normalizers, make_policy_config, split_demos
+from .train_state import load_train_state, read_train_state, save_train_state
 from .tracker import RunLogger
 
 log = logging.getLogger(__name__)
-
-POLICY_FILE = "policy.safetensors"
-TRAIN_STATE_FILE = "checkpoints/last.safetensors"
 
 
 def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | None = None) -> Path:
@@ -58,9 +56,12 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
     # --- data and frozen features ---
     # look-closer's camera models, before any work; kept in the run config and the policy checkpoint
     cfg.s2.camera_models = resolve_camera_models(cfg.s2.encoder_kwargs(), vars(cfg.task)).get("camera_models")
-    encoder = build_s2_encoder(cfg.encoder.name, cfg.encoder.weights, cfg.s2.encoder_kwargs()).to(dist.device)
+    encoder = build_s2_encoder(cfg.encoder.name, cfg.encoder.weights, cfg.s2).to(dist.device)
     check_head_inputs(cfg)
-    dataset = ensure_dataset(cfg, dist)
+    # the given dataset, or the task's demos (collected by rank 0); checked by check_dataset before any stage
+    dataset = ensure_dataset(cfg.dataset, default_dataset_path(cfg.task, cfg.collect), cfg.task, cfg.collect,
+                             progress=t.progress, collect_here=dist.is_main)
+    barrier()  # other ranks wait for rank 0's demos
     train_demos, valid_demos = split_demos(dataset)
     proprio_keys = list(cfg.task.proprio_keys)
     splits = {"train": load_steps(str(dataset), train_demos, proprio_keys)}
@@ -74,7 +75,7 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
     # --- policy, optimiser, EMA ---
     map_shape = getattr(features["train"], "map_shape", None)  # (cameras, C, h, w) for a spatial head
     val_chunk = 256 if map_shape is None else min(256, t.batch_size)  # maps: hold no more than a batch
-    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"], map_shape)
+    pcfg = make_policy_config(cfg, features["train"].dim, splits["train"], dataset, map_shape)
     policy = Policy.create(pcfg, encoder, proprio_norm, action_norm).to(dist.device)
     head = policy.head
     model = head if dist.world_size == 1 else torch.nn.parallel.DistributedDataParallel(head)
@@ -143,7 +144,7 @@ def train(cfg: TrainRun | Mapping[str, Any], on_step: Callable[[int], None] | No
 
 def _set_cpu_threads(setting: int | str | None, cached: bool) -> None:
     """"auto": one thread when training on cached features -- the head's ops are so small that a second thread
-    mostly waits for the first (22x slower per step on a busy 2-core machine, docs/training.md); torch's default
+    mostly waits for the first (far slower on a busy machine; figures in docs/training.md); torch's default
     when the encoder runs in the loop (no-cache mode). An int sets the count; None keeps torch's default."""
     if setting == "auto":
         setting = 1 if cached else None

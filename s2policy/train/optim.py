@@ -48,7 +48,7 @@ def seed_step(seed: int, step: int, rank: int) -> None:
     """Seed torch's RNG (dropout) from (seed, step, rank): the randomness of a step does not depend on history."""
     s = (seed * 1_000_003 + step) * 1009 + rank
     # Not torch.manual_seed: it queues lazy seeding of every uninitialised accelerator with a captured stack
-    # trace, ~3 ms per call on CPU -- as much as a whole MLP step on cached features.
+    # trace on every call -- as costly as a whole MLP step on cached features.
     torch.default_generator.manual_seed(s)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.manual_seed(s)

@@ -1,5 +1,5 @@
-"""What a training run needs before its first step: the dataset (collected if absent), the train/valid demo split,
-feature sources per split, normalisers and the policy config. Each function is called once from `train`."""
+"""What a training run needs before its first step: the train/valid demo split, feature sources per split,
+normalisers and the policy config. Each function is called once from `train`."""
 
 from __future__ import annotations
 
@@ -9,44 +9,15 @@ from pathlib import Path
 import torch
 
 from ..config import TrainRun
-from ..data import check_dataset, open_episodes
+from ..data import open_episodes
 from ..errors import ConfigError
 from ..features import build_feature_cache
 from ..features.maps import StreamedMaps, build_map_cache
 from ..policy import Normalizer, PolicyConfig, SpatialOptions, uses_maps
 from .data import CachedFeatures, EncodedFeatures, StepFeatures, StepTable
-from .distributed import DistInfo, barrier
+from ..distributed import DistInfo
 
 log = logging.getLogger(__name__)
-
-
-def ensure_dataset(cfg: TrainRun, dist: DistInfo) -> Path:
-    """The run's dataset (a robomimic file or a LeRobot dataset folder), checked by `check_dataset` before any stage
-    reads it (one DatasetError naming file, episode and key)."""
-    path = _dataset_path(cfg, dist)
-    check_dataset(path)
-    return path
-
-
-def _dataset_path(cfg: TrainRun, dist: DistInfo) -> Path:
-    """`cfg.dataset`, or demos collected for the task (once: reused when the file exists; rank 0 collects)."""
-    if cfg.dataset:
-        path = Path(cfg.dataset)
-        if not path.exists():
-            raise ConfigError(f"dataset={path}: not found (a robomimic .hdf5 file or a LeRobot dataset folder; "
-                              "leave dataset unset to collect demos for the task)")
-        return path
-    c, task = cfg.collect, cfg.task
-    size = c.camera_size or task.camera_size or 224
-    path = Path(c.output or f"data/{task.name}_{c.num_demos}demos_{size}px_seed{c.seed}.hdf5")
-    if dist.is_main and not path.is_file():
-        import envs
-
-        log.info("no dataset given: collecting %d %s demos into %s", c.num_demos, task.name, path)
-        envs.collect_demos(task.name, c.num_demos, str(path), camera_size=size, seed=c.seed, workers=c.workers,
-                           cameras=list(task.cameras), **envs.task_variation(task.name, task.variation, c.variation))
-    barrier()
-    return path
 
 
 def split_demos(path: Path) -> tuple[list[str], list[str]]:
@@ -114,9 +85,10 @@ def fit_normalizers(train_steps: StepTable) -> tuple[Normalizer, Normalizer]:
     return Normalizer.fit(train_steps.proprio), Normalizer.fit(train_steps.actions)
 
 
-def make_policy_config(cfg: TrainRun, feature_dim: int, steps: StepTable,
+def make_policy_config(cfg: TrainRun, feature_dim: int, steps: StepTable, dataset: Path,
                        map_shape: tuple[int, ...] | None = None) -> PolicyConfig:
-    """`map_shape` (cameras, C, h, w): the maps a spatial head consumes (None for pooled heads)."""
+    """The policy file's config; `dataset` is recorded as provenance. `map_shape` (cameras, C, h, w): the maps a
+    spatial head consumes (None for pooled heads)."""
     pol = cfg.policy
     head_kwargs = (dict(pol.options) if map_shape is None
                    else SpatialOptions.from_config({"name": pol.name, **pol.options}).head_kwargs(map_shape))
@@ -137,4 +109,5 @@ def make_policy_config(cfg: TrainRun, feature_dim: int, steps: StepTable,
         ensemble_decay=pol.ensemble_decay,
         precision=cfg.precision,
         task=cfg.task.name,
+        provenance={"dataset": str(dataset), "seed": cfg.seed, "run_dir": str(cfg.out_dir)},
     )

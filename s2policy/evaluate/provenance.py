@@ -1,8 +1,9 @@
 """What evaluation needs to know about a checkpoint beyond the policy itself: where it came from.
 
-The policy file records its task, cameras and camera size; the training run (seed, dataset) is recorded by the
-training state file that `train_policy` keeps beside it (<run>/checkpoints/last.safetensors). This module is the
-small adapter between the two, so evaluation never depends on the trainer's internals beyond that file's metadata.
+The policy file records its task, cameras and camera size, and its provenance: the training dataset, the training
+seed and the run folder. Files written by s2policy 0.1.0 have no provenance; for them the training state file that
+`train_policy` kept beside the policy (<run>/checkpoints/last.safetensors) is read instead. Evaluation needs nothing
+from the training package.
 """
 
 from __future__ import annotations
@@ -14,33 +15,33 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..train import POLICY_FILE, TRAIN_STATE_FILE  # where train_policy puts a run's files
+from ..run_folder import POLICY_FILE, TRAIN_STATE_FILE, read_run_config
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CheckpointInfo:
-    """A resolved policy checkpoint: its file, policy config, and the training run's config when available."""
+    """A resolved policy checkpoint: its file, policy config, and where it came from."""
 
     path: Path
     config: Any  # s2policy.policy.PolicyConfig
-    run_config: dict[str, Any]  # {} when the training state file is absent
+    provenance: dict[str, Any]  # {"dataset", "seed", "run_dir"}; values None when unknown
     sha256: str
 
     @property
     def task(self) -> str | None:
-        return self.config.task or (self.run_config.get("task") or {}).get("name")
+        return self.config.task
 
     @property
     def train_seed(self) -> int | None:
-        seed = self.run_config.get("seed")
+        seed = self.provenance.get("seed")
         return int(seed) if seed is not None else None
 
     @property
     def dataset(self) -> Path | None:
         """The training dataset, when the run recorded it (and it still exists)."""
-        path = self.run_config.get("dataset") or (self.run_config.get("collect") or {}).get("output")
+        path = self.provenance.get("dataset")
         if not path:
             return None
         path = Path(path)
@@ -76,7 +77,7 @@ def read_checkpoint_info(path: str | Path, expected_task: str | None = None) -> 
 
     file = resolve_policy_file(path)
     config = read_policy_config(file)
-    info = CheckpointInfo(file, config, _read_run_config(file.parent / TRAIN_STATE_FILE), file_sha256(file))
+    info = CheckpointInfo(file, config, config.provenance or _provenance_of_0_1(file), file_sha256(file))
     if info.task is None:
         raise CheckpointError(f"{file}: the checkpoint does not record which task it was trained on")
     if expected_task is not None and info.task != expected_task:
@@ -85,14 +86,14 @@ def read_checkpoint_info(path: str | Path, expected_task: str | None = None) -> 
     return info
 
 
-def _read_run_config(state_file: Path) -> dict[str, Any]:
-    if not state_file.is_file():
-        return {}
-    from ..train.checkpoint import read_run_config
-
-    try:
-        return read_run_config(state_file)
-    except Exception as e:  # a damaged training state must not block evaluating a good policy file
-        log.warning("cannot read the training run config in %s: %s", state_file, e)
-        return {}
-
+def _provenance_of_0_1(policy_file: Path) -> dict[str, Any]:
+    """Provenance of a policy file written before policy files recorded it: from the training state beside it."""
+    state = policy_file.parent / TRAIN_STATE_FILE
+    run: dict[str, Any] = {}
+    if state.is_file():
+        try:
+            run = read_run_config(state)
+        except Exception as e:  # a damaged training state must not block evaluating a good policy file
+            log.warning("cannot read the training run config in %s: %s", state, e)
+    return {"dataset": run.get("dataset") or (run.get("collect") or {}).get("output"), "seed": run.get("seed"),
+            "run_dir": str(policy_file.parent)}

@@ -84,10 +84,3 @@ def load_train_state(path: str | Path, policy: Policy, ema: EMA, optimizer: torc
         raise CheckpointError(f"training checkpoint {path} does not match this run's model/optimizer: {e}") from e
     return int(meta["step"])
 
-
-def read_run_config(path: str | Path) -> dict[str, Any]:
-    """The run config stored in a training checkpoint."""
-    from safetensors.torch import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {})["run_config"])
