@@ -219,3 +219,47 @@ def test_check_reads_no_image(tmp_path):
         f["data/demo_0/obs/proprio"][2, 1] = np.inf
     with pytest.raises(DatasetError, match=r"demo demo_0, key 'obs/proprio': NaN/inf at step\(s\) \[2\] \(1 values\)"):
         validate(path)
+
+
+# ---- ensure_dataset: the one way a run gets its demos ---------------------------------------------------------------
+@pytest.mark.simulator  # imports envs (MuJoCo); the expert itself is replaced
+def test_ensure_dataset_collects_with_the_task_variation_and_checks_what_it_collected(tmp_path, monkeypatch):
+    envs = pytest.importorskip("envs")
+    from s2policy.config import CollectConfig, TaskConfig
+    from s2policy.data.collect import ensure_dataset
+    from s2policy.errors import ConfigError
+    from s2policy.train.synthetic import write_synthetic_demos
+
+    calls = []
+
+    def fake_collect(task, num_demos, path, **kwargs):
+        calls.append((task, num_demos, kwargs))
+        write_synthetic_demos(path, num_demos=2, length=4, image_size=16)
+        with h5py.File(path, "a") as f:  # a damaged collection must not be trained on
+            f["data/demo_1/actions"][0, 0] = np.nan
+        return {}
+
+    monkeypatch.setattr(envs, "collect_demos", fake_collect)
+    task = TaskConfig(name="lift", variation={"placement_range": 0.1})
+    collect = CollectConfig(num_demos=2, variation={"placement_range": 0.2})
+    with pytest.raises(DatasetError, match="demo_1"):
+        ensure_dataset(None, tmp_path / "demos.hdf5", task, collect, progress=False)
+    assert calls[0][0] == "lift" and calls[0][2]["placement_range"] == 0.2  # collect.variation over task.variation
+    with pytest.raises(ConfigError, match=r"task 'lift' does not support \['goal_radius'\]"):
+        ensure_dataset(None, tmp_path / "other.hdf5", task, CollectConfig(variation={"goal_radius": 0.02}))
+    assert len(calls) == 1 and not (tmp_path / "other.hdf5").exists()  # refused before collecting
+
+
+def test_ensure_dataset_takes_a_lerobot_folder_and_names_a_missing_dataset(tmp_path):
+    from s2policy.config import CollectConfig, TaskConfig
+    from s2policy.data.collect import ensure_dataset
+    from s2policy.data.lerobot_export import export_lerobot
+    from s2policy.errors import ConfigError
+    from s2policy.train.synthetic import write_synthetic_demos
+
+    src = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=2, length=4, image_size=16)
+    folder = export_lerobot(src, tmp_path / "lerobot", fps=20)
+    assert ensure_dataset(str(folder), tmp_path / "unused.hdf5", TaskConfig(), CollectConfig()) == folder
+    with pytest.raises(ConfigError, match=r"nowhere: not found \(a robomimic .hdf5 file or a LeRobot dataset folder; "
+                                          r"leave dataset unset to collect demos for the task\)"):
+        ensure_dataset(str(tmp_path / "nowhere"), tmp_path / "unused.hdf5", TaskConfig(), CollectConfig())
