@@ -164,6 +164,8 @@ def _write_shard(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
 
 def _shard_is_good(path: Path, key: str, names: Sequence[str], length: int) -> bool:
     """Whether an existing shard (from an interrupted run) can be kept: our key, every array present and intact."""
+    if not path.exists():  # not extracted yet: nothing to warn about
+        return False
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("key") != key:
