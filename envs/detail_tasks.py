@@ -303,16 +303,10 @@ def outcome(task: str, final_object: Sequence[float]) -> dict[str, bool]:
     return {}
 
 
-def detail_mask(env, site_or_geom: str, camera: str | None = None) -> np.ndarray:
-    """bool (H, W): the visible pixels of a site or geom in `camera`'s current frame at the env's camera size
-    (a segmentation render, so occlusion and perspective count)."""
+def segmentation_frame(env, camera: str) -> np.ndarray:
+    """int (H, W, 2): (object id, object type) of what `camera` draws at each pixel of the env's current frame, at its
+    camera size and upright like the colour frames (geom groups the env hides stay hidden)."""
     model, data = env.mj_model_data
-    camera = camera or env.cameras[0]
-    ids = {int(kind): mujoco.mj_name2id(model, kind, site_or_geom)
-           for kind in (mujoco.mjtObj.mjOBJ_SITE, mujoco.mjtObj.mjOBJ_GEOM)}
-    ids = {kind: obj_id for kind, obj_id in ids.items() if obj_id >= 0}
-    if not ids:
-        raise ConfigError(f"no site or geom named {site_or_geom!r} in task {env.task.name!r}")
     renderer = mujoco.Renderer(model, *env.camera_hw)
     try:
         renderer.enable_segmentation_rendering()
@@ -323,8 +317,20 @@ def detail_mask(env, site_or_geom: str, camera: str | None = None) -> np.ndarray
         seg = renderer.render()
     finally:
         renderer.close()
-    if camera in env.upside_down_cameras:  # the same turn the colour frames get
-        seg = seg[::-1, ::-1]
+    return seg[::-1, ::-1] if camera in env.upside_down_cameras else seg  # the same turn the colour frames get
+
+
+def detail_mask(env, site_or_geom: str, camera: str | None = None) -> np.ndarray:
+    """bool (H, W): the visible pixels of a site or geom in `camera`'s current frame at the env's camera size
+    (a segmentation render, so occlusion and perspective count)."""
+    model, data = env.mj_model_data
+    camera = camera or env.cameras[0]
+    ids = {int(kind): mujoco.mj_name2id(model, kind, site_or_geom)
+           for kind in (mujoco.mjtObj.mjOBJ_SITE, mujoco.mjtObj.mjOBJ_GEOM)}
+    ids = {kind: obj_id for kind, obj_id in ids.items() if obj_id >= 0}
+    if not ids:
+        raise ConfigError(f"no site or geom named {site_or_geom!r} in task {env.task.name!r}")
+    seg = segmentation_frame(env, camera)
     return np.logical_or.reduce([(seg[..., 0] == obj_id) & (seg[..., 1] == kind) for kind, obj_id in ids.items()])
 
 

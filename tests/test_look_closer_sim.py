@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import envs
+from envs.detail_tasks import segmentation_frame
 from s2policy.errors import ConfigError
 from s2policy.look_closer import LookCloserEncoder, selector_points
 
@@ -40,16 +41,7 @@ def gripper_mask(env, camera: str) -> np.ndarray:
     for b in range(model.nbody):  # parents come before children in MuJoCo's body order
         in_subtree[b] = b == root or (b > 0 and in_subtree[model.body_parentid[b]])
     gripper_geoms = np.flatnonzero(in_subtree[model.geom_bodyid])
-    renderer = mujoco.Renderer(model, FRAME, FRAME)
-    renderer.enable_segmentation_rendering()
-    option = mujoco.MjvOption()
-    for group in env.hidden_geom_groups:
-        option.geomgroup[group] = 0
-    renderer.update_scene(data, camera=camera, scene_option=option)
-    seg = renderer.render()
-    renderer.close()
-    if camera in env.upside_down_cameras:
-        seg = seg[::-1, ::-1]
+    seg = segmentation_frame(env, camera)
     return np.isin(seg[..., 0], gripper_geoms) & (seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM))
 
 
