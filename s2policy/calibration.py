@@ -3,9 +3,9 @@
     python -m s2policy.calibration queue calib_tiny_goal_r20 calib_cue_r12     # run variants in order (resumable)
     python -m s2policy.calibration report results/calibration --out docs/calibration
 
-`queue` runs `python -m s2policy.study --config-name <name>` for each variant in turn, one torch thread per process;
-every study reuses its finished stages, so re-running the same queue after a cut continues it, and a cut leaves whole
-variants behind it. `report` reads the published records (<variant>/{base,privileged}/seed<k>/) and writes the gap
+`queue` runs `python -m s2policy.study --config-name <name>` for each variant in turn (s2policy.study_queue), one
+torch thread per process; every study reuses its finished stages, so re-running the same queue after a cut continues
+it, and a cut leaves whole variants behind it. `report` reads the published records (<variant>/{base,privileged}/seed<k>/) and writes the gap
 table (Wilson intervals for each rate, Newcombe's interval for the gap, the gate verdict, task-specific outcomes) as
 markdown + JSON and a figure.
 """
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,20 +171,6 @@ def write_report(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
     return written
 
 
-def run_queue(names: Sequence[str], log_dir: Path) -> int:
-    """Run each variant's study in order in a child process with one torch thread; stop at the first failure."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        with open(log_dir / f"{name}.log", "a") as out:
-            code = subprocess.call([sys.executable, "-m", "s2policy.study", "--config-name", name, "progress=false"],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env)
-        log.info("%s finished with exit code %d", name, code)
-        if code != 0:
-            return code
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "queue":
-        return run_queue(args.configs, Path(args.log_dir))
+        from .study_queue import plan, run_queue
+
+        return run_queue(plan(args.configs, None), Path(args.log_dir))
     root = Path(args.root)
     if not root.is_dir():
         print(f"error: {root}: no such folder", file=sys.stderr)

@@ -85,10 +85,10 @@ def run_study(cfg: StudyConfig | Mapping[str, Any], on_result: Callable[[str, di
     task = cfg.task.name
     settings = replace(cfg.eval, dataset=str(dataset), task=task)
     evaluations = []
-    for name, overrides in cfg.configurations.items():
-        if cfg.only and name not in cfg.only:
-            continue
-        for seed in cfg.seeds:
+    # seed-major: a study cut short leaves every configuration with the same complete seeds, not some with all
+    for seed in cfg.seeds:
+        for name in cfg.only or list(cfg.configurations):
+            overrides = cfg.configurations[name]
             run_dir = study_dir / "runs" / name / f"seed{seed}"
             train_overrides = [f"task={task}", f"dataset={dataset}", f"policy={cfg.policy.name}",
                                f"seed={seed}", f"out_dir={run_dir}",

@@ -332,7 +332,7 @@ class StudyConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  #: training seeds per configuration (pooled)
     train_overrides: list[str] = field(default_factory=list)  #: train_policy overrides for every configuration
-    only: list[str] | None = None  #: null = every configuration; or some of their names
+    only: list[str] | None = None  #: null = every configuration in definition order; or some names, in run order
     configurations: dict[str, list[str]] = field(default_factory=dict)  #: name -> train_policy overrides
     eval: EvalSettings = field(default_factory=EvalSettings)
     publish_dir: str | None = None  #: receives every run's summary.json + episodes.json (and stages.json)
