@@ -1,10 +1,14 @@
-"""Comparison report over evaluated runs: a Markdown + CSV table and a success-vs-compute plot.
+"""Comparison report over evaluated runs: a Markdown + CSV table, success-vs-compute and -latency plots.
 
 Runs are pooled per configuration (task, encoder, weights, S2 image sizes, camera size, cameras, head, inputs,
 env variation): successes and episodes of every training seed are summed and one Wilson interval is computed on the
 pooled counts; per-seed rates are listed beside it so between-seed spread stays visible.
 
     python -m s2policy.report runs/ --out reports/lift [--title "Lift: base vs S2 vs larger backbone"]
+    python -m s2policy.report results/v2/twin_m12 --out docs/results_v2 --compare base_s2:larger base_s2:base \
+        --latency results/v2/latency.json        # differences with intervals; latency measured apart
+
+A run's study configuration ("arm") is read from the study driver's layout, .../<arm>/seed<k>/<policy file>.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import io
 import json
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import S2PolicyError
 from .evaluate.evaluator import SUMMARY_FILE, SUMMARY_FORMAT
-from .evaluate.stats import SuccessRate
+from .evaluate.stats import SuccessRate, difference_interval
 from .fileio import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,7 @@ class Configuration:
     runs: list[dict] = field(default_factory=list)
     look_closer: dict[str, Any] | None = None  # {selector, crops, crop_scale_px} of a look-closer encoder
     map_size: int | None = None  # spatial heads: image size of the S2 scale whose grid the map is merged to
+    latency_ms: float | None = None  # policy ms per step measured apart (report --latency), else the evals' mean
 
     @property
     def head_label(self) -> str:
@@ -86,6 +92,16 @@ class Configuration:
             c[1] += r["success"]["episodes"]
         return {seed: SuccessRate(k, n) for seed, (k, n) in sorted(counts.items())}
 
+    @property
+    def arms(self) -> list[str]:
+        """The study configuration names (study_arm) of this configuration's runs, first-seen order."""
+        return list(dict.fromkeys(a for a in map(study_arm, self.runs) if a))
+
+    @property
+    def policy_ms(self) -> float:
+        """Policy milliseconds per control step: measured apart when given, else the mean over the evaluations."""
+        return self.latency_ms if self.latency_ms is not None else self.mean_of("speed", "policy_ms_per_env_step")
+
     def mean_of(self, *keys: str) -> float:
         values = []
         for r in self.runs:
@@ -94,6 +110,13 @@ class Configuration:
                 v = v[k]
             values.append(float(v))
         return sum(values) / len(values)
+
+
+def study_arm(summary: dict) -> str | None:
+    """The study configuration a run belongs to, from the study driver's layout .../<arm>/seed<k>/<policy file>;
+    None for a checkpoint stored elsewhere."""
+    folder = PurePath(summary["checkpoint"].replace("\\", "/")).parent
+    return folder.parent.name if re.fullmatch(r"seed\d+", folder.name) else None
 
 
 def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
@@ -173,7 +196,7 @@ def csv_rows(configs: Sequence[Configuration]) -> list[dict]:
             "seeds": len(c.per_seed()), "runs": len(c.runs), "episodes": rate.trials, "successes": rate.successes,
             "success_rate": round(rate.rate, 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
             "per_seed": " ".join(f"{seed}:{r.successes}/{r.trials}" for seed, r in c.per_seed().items()),
-            "policy_ms_per_step": round(c.mean_of("speed", "policy_ms_per_env_step"), 2),
+            "policy_ms_per_step": round(c.policy_ms, 2),
             "mean_length": round(c.mean_of("mean_length"), 1),
         })
     return rows
@@ -189,12 +212,25 @@ def markdown_table(configs: Sequence[Configuration]) -> str:
         per_seed = ", ".join(f"{_pct(r.rate)}" for r in c.per_seed().values())
         lines.append(f"| {c.task} | {c.label} | {c.encoder_params / 1e6:.3g} | {c.gmacs_per_frame:.3g} "
                      f"| {len(c.per_seed())} | {rate.trials} | **{_pct(rate.rate)}** [{_pct(low)}, {_pct(high)}] "
-                     f"| {per_seed} | {c.mean_of('speed', 'policy_ms_per_env_step'):.1f} |")
+                     f"| {per_seed} | {c.policy_ms:.1f} |")
     return "\n".join(lines)
 
 
 def plot_success_vs_gmacs(configs: Sequence[Configuration], path: Path, title: str) -> Path:
     """One point per configuration: pooled success rate with its Wilson interval against GMACs per frame."""
+    return _plot_success(configs, path, title, lambda c: c.gmacs_per_frame,
+                         "encoder GMACs per frame (all scales and cameras)")
+
+
+def plot_success_vs_latency(configs: Sequence[Configuration], path: Path, title: str) -> Path:
+    """One point per configuration: pooled success rate with its Wilson interval against policy ms per step."""
+    return _plot_success(configs, path, title, lambda c: c.policy_ms, "policy ms per control step")
+
+
+def _plot_success(configs: Sequence[Configuration], path: Path, title: str, x_of: Callable[[Configuration], float],
+                  xlabel: str) -> Path:
+    """Success with its Wilson interval against `x_of(configuration)`, one panel per task; image-free controls
+    (no encoder pass) are a reference band, not a point. A log axis when x spans more than 8x."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -208,17 +244,17 @@ def plot_success_vs_gmacs(configs: Sequence[Configuration], path: Path, title: s
             rate = c.pooled
             low, high = rate.interval
             y = 100 * rate.rate
-            if not c.cameras:  # image-free controls cost no encoder pass: a reference band, not a point
+            if not c.cameras:
                 colour = f"C{i}"
                 ax.axhline(y, color=colour, linestyle="--", linewidth=1, label=c.label)
                 ax.axhspan(100 * low, 100 * high, color=colour, alpha=0.08)
                 continue
-            ax.errorbar([c.gmacs_per_frame], [y], yerr=[[y - 100 * low], [100 * high - y]], fmt="o", capsize=4,
+            ax.errorbar([x_of(c)], [y], yerr=[[y - 100 * low], [100 * high - y]], fmt="o", capsize=4,
                         color=f"C{i}", label=c.label)
-        gmacs = [c.gmacs_per_frame for c in mine if c.cameras]
-        if gmacs and min(gmacs) > 0 and max(gmacs) / min(gmacs) > 8:
+        xs = [x_of(c) for c in mine if c.cameras]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 8:
             ax.set_xscale("log")
-        ax.set_xlabel("encoder GMACs per frame (all scales and cameras)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("success rate (%), Wilson 95% interval")
         ax.set_ylim(-2, 102)
         ax.set_title(f"{title}: {task}" if len(tasks) > 1 else title)
@@ -231,38 +267,117 @@ def plot_success_vs_gmacs(configs: Sequence[Configuration], path: Path, title: s
     return path
 
 
-def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "Policy comparison") -> dict[str, Path]:
-    """Read every evaluation summary under `paths`, pool per configuration, and write report.md, results.csv and
-    success_vs_gmacs.png into `out_dir`. Returns the written paths."""
+def differences(configs: Sequence[Configuration], pairs: Sequence[tuple[str, str]]) -> list[dict]:
+    """For each (arm a, arm b) of the same task: both pooled rates and a - b with Newcombe's 95% interval.
+    Arms are study configuration names (study_arm); an unknown one is a ReportError naming the known ones."""
+    by_arm: dict[str, list[Configuration]] = {}
+    for c in configs:
+        for arm in c.arms:
+            by_arm.setdefault(arm, []).append(c)
+    rows = []
+    for a, b in pairs:
+        for arm in (a, b):
+            if arm not in by_arm:
+                raise ReportError(f"--compare {a}:{b}: no runs of study configuration {arm!r}; found: "
+                                  f"{', '.join(sorted(by_arm)) or 'none (runs outside a study layout)'}")
+        for ca in by_arm[a]:
+            for cb in (c for c in by_arm[b] if c.task == ca.task):
+                ra, rb = ca.pooled, cb.pooled
+                low, high = difference_interval(ra.successes, ra.trials, rb.successes, rb.trials)
+                rows.append({"task": ca.task, "a": a, "b": b, "a_label": ca.label, "b_label": cb.label,
+                             "a_successes": ra.successes, "a_episodes": ra.trials,
+                             "b_successes": rb.successes, "b_episodes": rb.trials,
+                             "difference": round(ra.rate - rb.rate, 4), "ci_low": round(low, 4),
+                             "ci_high": round(high, 4)})
+    return rows
+
+
+def differences_table(rows: Sequence[dict]) -> str:
+    lines = ["| Task | A | B | A success | B success | A - B, points [95% CI] |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['a']} | {r['b']} | {r['a_successes']}/{r['a_episodes']} "
+                     f"| {r['b_successes']}/{r['b_episodes']} | **{100 * r['difference']:+.1f}** "
+                     f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] |")
+    return "\n".join(lines)
+
+
+def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "Policy comparison",
+                 compare: Sequence[tuple[str, str]] = (), latency: Mapping[tuple[str, str], float] | None = None,
+                 ) -> dict[str, Path]:
+    """Read every evaluation summary under `paths`, pool per configuration, and write report.md, results.csv,
+    success_vs_gmacs.png and success_vs_latency.png into `out_dir` (+ differences.csv with `compare`: pairs of study
+    configuration names). `latency` maps (task, study configuration) to policy ms per step measured apart
+    (read_latency); without it the table uses the evaluations' own mean. Returns the written paths."""
     files = find_summaries(paths)
     if not files:
         raise ReportError(f"no {SUMMARY_FILE} found under {[str(p) for p in paths]}")
     configs = pool_runs([load_summary(f) for f in files])
+    for c in configs:
+        measured = [latency[(c.task, arm)] for arm in c.arms if (c.task, arm) in (latency or {})]
+        c.latency_ms = measured[0] if measured else None
+    diffs = differences(configs, compare)  # unknown arms fail before anything is written
     out_dir = Path(out_dir)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(csv_rows(configs))
-    atomic_write_text(out_dir / "results.csv", buf.getvalue())
-    plot = plot_success_vs_gmacs(configs, out_dir / "success_vs_gmacs.png", title)
+    written = {"markdown": out_dir / "report.md", "csv": out_dir / "results.csv"}
+    atomic_write_text(written["csv"], _csv_text(csv_rows(configs), CSV_FIELDS))
+    written["plot"] = plot_success_vs_gmacs(configs, out_dir / "success_vs_gmacs.png", title)
+    written["latency_plot"] = plot_success_vs_latency(configs, out_dir / "success_vs_latency.png", title)
     runs = sum(len(c.runs) for c in configs)
+    source = ("measured apart on one thread (report --latency)" if latency
+              else "the mean over the evaluations (on the evaluation machine, under its load)")
     md = [f"# {title}", "",
           f"{runs} evaluated runs in {len(configs)} configurations. Success is pooled over training seeds "
           "(successes and episodes summed) with a Wilson 95% interval; 'Per seed' lists each seed's rate. "
-          "GMACs are counted encoder multiply-accumulates per control step (every S2 crop, every camera).", "",
-          markdown_table(configs), "", f"![success vs GMACs]({plot.name})", ""]
-    atomic_write_text(out_dir / "report.md", "\n".join(md))
-    return {"markdown": out_dir / "report.md", "csv": out_dir / "results.csv", "plot": plot}
+          "GMACs are counted encoder multiply-accumulates per control step (every S2 crop, every camera). "
+          f"Policy ms per step: {source}.", "",
+          markdown_table(configs), ""]
+    if diffs:
+        written["differences"] = out_dir / "differences.csv"
+        atomic_write_text(written["differences"], _csv_text(diffs, list(diffs[0])))
+        md += ["Differences between study configurations, pooled over seeds, with Newcombe's 95% interval "
+               "(hybrid Wilson score):", "", differences_table(diffs), ""]
+    md += [f"![success vs GMACs]({written['plot'].name})", "",
+           f"![success vs latency]({written['latency_plot'].name})", ""]
+    atomic_write_text(written["markdown"], "\n".join(md))
+    return written
+
+
+def _csv_text(rows: Sequence[dict], fields: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def read_latency(path: str | Path) -> dict[tuple[str, str], float]:
+    """(task, study configuration) -> policy ms per step, from benchmarks/policy_latency.py's JSON
+    ({"results": [{"task", "arm", "policy_ms_p50", ...}, ...]})."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {(r["task"], r["arm"]): float(r["policy_ms_p50"]) for r in data["results"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReportError(f"{path}: not a policy latency record (benchmarks/policy_latency.py): {e!r}") from e
+
+
+def _pair(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition(":")
+    if not (sep and a and b):
+        raise argparse.ArgumentTypeError(f"expected A:B (two study configuration names), got {text!r}")
+    return a, b
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s2policy.report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="summary.json files or folders searched for them")
-    parser.add_argument("--out", required=True, help="folder for report.md, results.csv, success_vs_gmacs.png")
+    parser.add_argument("--out", required=True, help="folder for report.md, results.csv and the plots")
     parser.add_argument("--title", default="Policy comparison")
+    parser.add_argument("--compare", nargs="*", type=_pair, default=[], metavar="A:B",
+                        help="study configuration pairs, e.g. base_s2:larger: success difference with its interval")
+    parser.add_argument("--latency", help="policy ms per step measured apart (benchmarks/policy_latency.py JSON)")
     args = parser.parse_args(argv)
     try:
-        written = write_report(args.paths, args.out, args.title)
+        latency = read_latency(args.latency) if args.latency else None
+        written = write_report(args.paths, args.out, args.title, args.compare, latency)
     except S2PolicyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

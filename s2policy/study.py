@@ -109,7 +109,7 @@ def run_study(cfg: StudyConfig | Mapping[str, Any], on_result: Callable[[str, di
     title = cfg.report_title or f"{task}: base vs base + S2 vs larger backbone"
     written: dict[str, Path] = {}
     stages.run("report", lambda: False,
-               lambda: written.update(write_report(evaluations, study_dir / "report", title)))
+               lambda: written.update(write_report(evaluations, study_dir / "report", title, cfg.compare_pairs())))
     if cfg.publish_dir:
         atomic_write_text(Path(cfg.publish_dir) / "stages.json", stages.path.read_text())
     return written

@@ -111,3 +111,47 @@ def test_printed_result_line_names_the_inputs_of_a_camera_free_control():
     assert format_summary(s).startswith("lift efficientnet_lite0 img_sizes=[224]: success 50.0% (25/50")
     s["policy"].update(cameras=[], proprio_keys=["proprio", "object"])
     assert format_summary(s).startswith("lift no image, inputs proprio+object: success 50.0% (25/50")
+
+
+def _arm_run(arm, seed, k, n=50, task="lift", encoder="efficientnet_lite0", img_sizes=(224,), gmacs=0.4):
+    s = summary(encoder, list(img_sizes), seed, k, n, gmacs, sha=f"{task}{arm}{seed}")
+    s["task"] = task
+    s["checkpoint"] = f"studies/x/runs/{arm}/seed{seed}/policy.safetensors"
+    return s
+
+
+def test_differences_between_study_arms_with_newcombe_intervals(tmp_path):
+    from s2policy.evaluate import difference_interval
+    from s2policy.report import study_arm
+
+    runs = [_arm_run("base", 1, 20), _arm_run("base", 2, 22),
+            _arm_run("base_s2", 1, 40, img_sizes=(224, 448), gmacs=1.9),
+            _arm_run("base_s2", 2, 41, img_sizes=(224, 448), gmacs=1.9)]
+    assert [study_arm(r) for r in runs] == ["base", "base", "base_s2", "base_s2"]
+    assert study_arm({"checkpoint": "outputs/lift_run/policy.safetensors"}) is None
+    write_runs(tmp_path / "runs", runs)
+    out = write_report([tmp_path / "runs"], tmp_path / "report", compare=[("base_s2", "base")],
+                       latency={("lift", "base"): 30.0, ("lift", "base_s2"): 140.0})
+    (row,) = list(csv.DictReader(open(out["differences"])))
+    assert (row["a_successes"], row["a_episodes"], row["b_successes"], row["b_episodes"]) == ("81", "100", "42", "100")
+    low, high = difference_interval(81, 100, 42, 100)
+    assert float(row["difference"]) == pytest.approx(0.39) and float(row["ci_low"]) == pytest.approx(low, abs=1e-4)
+    assert float(row["ci_high"]) == pytest.approx(high, abs=1e-4)
+    md = out["markdown"].read_text()
+    assert "| lift | base_s2 | base | 81/100 | 42/100 | **+39.0** [" in md
+    assert "measured apart" in md and "| 140.0 |" in md  # the latency given, not the evaluations' 12 ms
+    assert [r["policy_ms_per_step"] for r in csv.DictReader(open(out["csv"]))] == ["30.0", "140.0"]
+    assert out["latency_plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_arm_and_bad_latency_file_are_refused_before_writing(tmp_path, capsys):
+    write_runs(tmp_path / "runs", [_arm_run("base", 1, 20)])
+    with pytest.raises(ReportError, match="no runs of study configuration 'larger'; found: base"):
+        write_report([tmp_path / "runs"], tmp_path / "report", compare=[("base", "larger")])
+    assert not (tmp_path / "report").exists()
+    (tmp_path / "lat.json").write_text('{"results": [{"task": "lift"}]}')
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "r2"), "--latency", str(tmp_path / "lat.json")]) == 2
+    assert "lat.json: not a policy latency record" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "r3"), "--compare", "base"])
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()

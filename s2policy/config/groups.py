@@ -338,6 +338,8 @@ class StudyConfig:
     publish_dir: str | None = None  #: receives every run's summary.json + episodes.json (and stages.json)
     progress: bool = True  #: tqdm bars
     report_title: str | None = None  #: null = "<task>: base vs base + S2 vs larger backbone"
+    #: "a:b" pairs of configuration names: the report adds a's success minus b's with its 95% interval
+    compare: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -350,6 +352,13 @@ class StudyConfig:
         for name, overrides in self.configurations.items():
             if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
                 raise bad(f"configurations.{name}", overrides, "expected a list of train_policy overrides")
+        for pair in self.compare:
+            names = str(pair).split(":")
+            if len(names) != 2 or not all(n in self.configurations for n in names):
+                raise bad("compare", pair, f"expected a:b, two of: {', '.join(self.configurations)}")
+
+    def compare_pairs(self) -> list[tuple[str, str]]:
+        return [tuple(p.split(":")) for p in self.compare]  # type: ignore[misc]
 
 
 def encoder_native_size(name: str) -> int:
