@@ -238,21 +238,26 @@ import torch
 torch.set_num_threads(1)
 from s2policy import build_s2_encoder
 from s2policy.features import build_feature_cache
-dataset, go = sys.argv[1], Path(sys.argv[2])
+from s2policy.features.maps import build_map_cache
+dataset, go, kind = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 encoder = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
 while not go.exists():  # start extracting at the same moment as the other process
     time.sleep(0.01)
-cache, stats = build_feature_cache(dataset, "agentview", encoder, camera_size=32, batch_size=1, dtype="float32")
+if kind == "maps":
+    cache, stats = build_map_cache(dataset, "agentview", encoder, camera_size=32, batch_size=1)
+else:
+    cache, stats = build_feature_cache(dataset, "agentview", encoder, camera_size=32, batch_size=1, dtype="float32")
 print(json.dumps({"frames": stats.frames, "reused": stats.reused, "folder": str(cache.folder)}))
 """
 
 
 @pytest.mark.subprocess
-def test_two_processes_extracting_into_one_cache_take_turns(tmp_path):
+@pytest.mark.parametrize("kind", ["embeddings", "maps"])
+def test_two_processes_extracting_into_one_cache_take_turns(tmp_path, kind):
     data = write_synthetic_demos(tmp_path / "demos.hdf5", num_demos=6, length=10)
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESS_SCRIPT, str(data), str(go)], env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESS_SCRIPT, str(data), str(go), kind], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     time.sleep(0.5)
     go.touch()
@@ -264,6 +269,15 @@ def test_two_processes_extracting_into_one_cache_take_turns(tmp_path):
     assert sorted(r["frames"] for r in results) == [0, 60]  # one extracted everything, the other waited and reused
     assert results[0]["folder"] == results[1]["folder"]
     encoder = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
+    if kind == "maps":
+        from s2policy.features.maps import MapCache, camera_feature_map
+
+        cache = MapCache(results[0]["folder"])
+        with open_dataset(data) as ds:
+            for demo in ds.demo_keys:  # every demo's rows whole and equal to direct encoding
+                direct = camera_feature_map(encoder, frames_to_tensor(ds.obs_array(demo, "agentview_image")[()]))
+                np.testing.assert_allclose(cache.rows(demo).astype(np.float32), direct.numpy(), rtol=2e-3, atol=2e-3)
+        return
     cache = FeatureCache(results[0]["folder"])
     with open_dataset(data) as ds:
         for demo in ds.demo_keys:  # every shard intact (checksums verified on read) and equal to direct encoding

@@ -159,6 +159,52 @@ def test_interrupted_map_extraction_resumes_after_the_last_finished_demo(dataset
     assert not list(folder.glob("*.progress.json"))
 
 
+def test_damaged_map_rows_are_found_by_their_checksum_and_re_extracted_alone(dataset, tmp_path, caplog):
+    s2 = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
+    cache, _ = build_map_cache(dataset, "agentview", s2, cache_root=tmp_path, batch_size=4)
+    good = {d: cache.rows(d).copy() for d in cache.demos}
+    assert set(cache.manifest["digests"]) == set(good)
+    part, first = cache.manifest["demos"]["demo_1"]
+    raw = bytearray((cache.folder / part).read_bytes())
+    raw[(first + 3) * cache.row_bytes + 5] ^= 0x40  # one bit of one value of demo_1
+    (cache.folder / part).write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        repaired, stats = build_map_cache(dataset, "agentview", s2, cache_root=tmp_path, batch_size=4)
+    assert "rows of 1 demo(s) do not match their checksums (demo_1)" in caplog.text
+    assert stats.frames == 7 and not stats.reused  # only demo_1
+    for demo, rows in good.items():
+        np.testing.assert_array_equal(repaired.rows(demo), rows)
+    (cache.folder / part).write_bytes(raw[:(first + 2) * cache.row_bytes])  # truncated inside demo_1
+    repaired, stats = build_map_cache(dataset, "agentview", s2, cache_root=tmp_path, batch_size=4)
+    assert stats.frames == 14  # demo_1 and demo_2 lost rows; demo_0 is intact
+    for demo, rows in good.items():
+        np.testing.assert_array_equal(repaired.rows(demo), rows)
+    again, stats = build_map_cache(dataset, "agentview", s2, cache_root=tmp_path)
+    assert stats.reused and stats.frames == 0
+
+
+def test_full_disk_during_map_extraction_keeps_finished_demos_and_resumes(dataset, tmp_path, monkeypatch):
+    import errno
+
+    from s2policy.errors import DiskFullError
+
+    s2 = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
+    real, calls = maps_module.os.pwrite, []
+
+    def fills_up(fd, data, offset):
+        calls.append(1)
+        if len(calls) == 3:  # batches of 4 over demos of 7 steps: demo_0 is done
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(maps_module.os, "pwrite", fills_up)
+    with pytest.raises(DiskFullError, match="no space left writing .*part-0-of-1.f16.*demos finished before it are kept"):
+        build_map_cache(dataset, "agentview", s2, cache_root=tmp_path, batch_size=4)
+    monkeypatch.setattr(maps_module.os, "pwrite", real)
+    cache, stats = build_map_cache(dataset, "agentview", s2, cache_root=tmp_path, batch_size=4)
+    assert stats.frames == 14
+
+
 def test_maps_that_do_not_fit_float16_are_refused(dataset, tmp_path, monkeypatch):
     s2 = build_s2_encoder("tiny_cnn", "random", {"scales": [1]})
     monkeypatch.setattr(maps_module, "_encode_maps",

@@ -302,6 +302,30 @@ def default_cache_root(dataset_path: str | Path) -> Path:
     return p.parent / f"{p.name}.features"
 
 
+def prepare_extraction(dataset_path: str | Path, camera: str, s2_encoder: Any, camera_size: int | None,
+                       source: str, cache_root: str | Path | None, device: str | torch.device,
+                       ) -> tuple[FrameSource, Path, str, dict[str, Any], torch.device]:
+    """What every cache of encoder outputs starts from: the checked frame source, the cache root (created; a bad
+    one is a ConfigError), the dataset's content fingerprint, the encoder's identity and the device."""
+    device = select_device(device)
+    native = getattr(getattr(s2_encoder, "encoder", None), "native_size", None)
+    src = resolve_frame_source(dataset_path, camera, camera_size, source, native_size=native)
+    root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot use {root} as the feature cache folder (features.cache_dir): {e}") from e
+    try:
+        fingerprint = dataset_fingerprint(src, root)
+    except BaseException:
+        if created:  # a file that cannot be read to the end leaves no empty cache folder behind
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
+    return src, root, fingerprint, encoder_identity(s2_encoder), device
+
+
 def build_feature_cache(
     dataset_path: str | Path,
     camera: str,
@@ -323,23 +347,8 @@ def build_feature_cache(
     manifest; all ranks must call this. Memory stays bounded by a few batches plus the features of the demos in
     flight (each demo's shard is written as soon as it is complete), whatever the dataset size.
     """
-    device = select_device(device)
-    native = getattr(getattr(s2_encoder, "encoder", None), "native_size", None)
-    src = resolve_frame_source(dataset_path, camera, camera_size, source, native_size=native)
-    root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
-    created = not root.exists()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot use {root} as the feature cache folder (features.cache_dir): {e}") from e
-    try:
-        fingerprint = dataset_fingerprint(src, root)
-    except BaseException:
-        if created:  # a file that cannot be read to the end leaves no empty cache folder behind
-            with contextlib.suppress(OSError):
-                root.rmdir()
-        raise
-    identity = encoder_identity(s2_encoder)
+    src, root, fingerprint, identity, device = prepare_extraction(dataset_path, camera, s2_encoder, camera_size,
+                                                                  source, cache_root, device)
     selector_inputs = _selector_inputs_fingerprint(s2_encoder, src.path)
     if selector_inputs is not None:  # look-closer crops follow the stored end-effector positions
         identity["selector_inputs_sha256"] = selector_inputs

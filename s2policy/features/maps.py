@@ -8,7 +8,9 @@ A map is far larger than a pooled embedding (EfficientNet-Lite0 at 224 + 448: 25
   (one part per extracting process); `manifest.json` (written atomically last) maps every demo to (part, first row);
 - training reads exactly the rows of a batch with positional reads (`os.pread`): the process never maps or holds the
   table, so its memory is the batch, whatever the dataset size (the OS page cache may keep hot rows, outside the
-  process). A killed extraction resumes after the last demo it finished (`part-*.progress.json`).
+  process). A killed extraction resumes after the last demo it finished (`part-*.progress.json`);
+- every demo's rows carry a sha256 in the manifest, verified whenever the cache is opened for a run: rows damaged on
+  disk are re-extracted in place, never trained on. Two processes building one cache take turns (a lock).
 Values that do not fit float16 (|x| > 65504) stop the extraction with an error instead of being stored as inf.
 """
 
@@ -29,18 +31,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..device import autocast, select_device
+from ..device import autocast
 from ..distributed import barrier, rank_and_world
 from ..errors import CheckpointError, ConfigError, DatasetError
-from ..fileio import atomic_write_text
-from .cache import ExtractionStats, _demo_lengths, default_cache_root
-from .identity import encoder_identity
-from .fingerprint import dataset_fingerprint
-from .frames import FrameSource, frames_to_tensor, iter_frame_batches, resolve_frame_source
+from ..fileio import atomic_write_text, exclusive_lock, raise_if_out_of_space
+from .cache import ExtractionStats, _demo_lengths, prepare_extraction
+from .frames import FrameSource, frames_to_tensor, iter_frame_batches
 
 log = logging.getLogger(__name__)
 
-MAP_CACHE_FORMAT = "s2policy.maps/1"
+MAP_CACHE_FORMAT = "s2policy.maps/2"  # 2: per-demo sha256 in the manifest, rows written in place
 MAP_DTYPE = np.float16
 
 
@@ -209,66 +209,98 @@ def _encode_maps(s2_encoder: Any, frames: np.ndarray, device: torch.device, prec
     return fmap.cpu().numpy()
 
 
-def _resume_point(part: Path, progress: Path, key: str, demos: Sequence[str], row_bytes: int) -> tuple[int, int]:
-    """(demos already complete, rows they hold) of an interrupted extraction of this key; (0, 0) to start afresh."""
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        p = json.loads(progress.read_text())
-        done = int(p["demos_done"])
-        if p["key"] == key and list(demos[:done]) == p["demos"][:done] and part.stat().st_size >= p["rows"] * row_bytes:
-            return done, int(p["rows"])
-    return 0, 0
+def part_layout(lengths: dict[str, int], world: int) -> dict[str, tuple[str, int]]:
+    """demo -> (part file, first row): demo i goes to part i % world, each part holds its demos in dataset order."""
+    where, next_row = {}, [0] * world
+    for i, (demo, n) in enumerate(lengths.items()):
+        where[demo] = (f"part-{i % world}-of-{world}.f16", next_row[i % world])
+        next_row[i % world] += n
+    return where
 
 
-def _extract_maps(s2_encoder: Any, source: FrameSource, demos: Sequence[str], lengths: dict[str, int], part: Path,
-                  key: str, row_bytes: int, batch_size: int, device: torch.device, precision: str,
+def demo_digest(folder: Path, part: str, first_row: int, rows: int, row_bytes: int) -> str | None:
+    """sha256 of a demo's rows as they are on disk; None when the part is missing or too short to hold them."""
+    h = hashlib.sha256()
+    try:
+        with open(folder / part, "rb") as f:
+            f.seek(first_row * row_bytes)
+            left = rows * row_bytes
+            while left:
+                chunk = f.read(min(left, 1 << 24))
+                if not chunk:
+                    return None
+                h.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict | None:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def _intact(folder: Path, demos: Sequence[str], digests: dict[str, str], where: dict[str, tuple[str, int]],
+            lengths: dict[str, int], row_bytes: int) -> list[str]:
+    """Those of `demos` whose rows on disk match their recorded sha256."""
+    return [d for d in demos if d in digests
+            and demo_digest(folder, *where[d], lengths[d], row_bytes) == digests[d]]
+
+
+def _extract_maps(s2_encoder: Any, source: FrameSource, demos: Sequence[str], lengths: dict[str, int],
+                  where: dict[str, tuple[str, int]], folder: Path, progress_file: Path, key: str,
+                  digests: dict[str, str], row_bytes: int, batch_size: int, device: torch.device, precision: str,
                   progress: bool) -> int:
-    """Append the maps of `demos` to `part`, resuming after the last finished demo. Returns frames encoded."""
-    progress_file = part.with_suffix(".progress.json")
-    done, rows = _resume_point(part, progress_file, key, demos, row_bytes)
-    if done:
-        log.info("resuming map extraction in %s: %d of %d demos already done", part, done, len(demos))
-    todo = list(demos[done:])
-    total = sum(lengths[d] for d in todo)
-    written = {d: 0 for d in todo}
-    finished = done
+    """Encode `demos` and write each one's rows in place (its part, its first row); after each demo, fsync and
+    record its sha256 in `digests` and `progress_file`, so a killed run keeps every finished demo. Returns frames
+    encoded."""
+    total = sum(lengths[d] for d in demos)
+    hashes = {d: hashlib.sha256() for d in demos}
+    written = {d: 0 for d in demos}
+    fds: dict[str, int] = {}
     encoded = 0
-    with open(part, "r+b" if done else "wb") as f, \
-            tqdm(total=total, unit="frame", desc=f"maps {source.camera}", disable=not progress or total == 0) as bar:
-        f.truncate(rows * row_bytes)
-        f.seek(rows * row_bytes)
-        for batch in iter_frame_batches(source, todo, batch_size):
-            raw = _encode_maps(s2_encoder, batch.frames, device, precision)
-            with np.errstate(over="ignore"):  # overflow is checked below, with a message naming the frames
-                fmap = raw.astype(MAP_DTYPE)
-            row = 0
-            for demo, t0, n in batch.pieces:
-                chunk = fmap[row:row + n]
-                if not np.isfinite(chunk).all():
-                    raise DatasetError(
-                        f"{source.path}: camera {source.camera!r}, demo {demo} steps {t0}..{t0 + n - 1}: S2 map "
-                        f"values do not fit float16 (max |x| {np.abs(raw[row:row + n]).max():.3g}) or are not "
-                        "finite; the map cache stores float16")
-                f.write(chunk.tobytes())
-                row += n
-                written[demo] += n
-                if written[demo] == lengths[demo]:  # a demo counts once all its rows are on disk
-                    finished += 1
-                    rows += lengths[demo]
-                    f.flush()
-                    os.fsync(f.fileno())
-                    atomic_write_text(progress_file, json.dumps(
-                        {"key": key, "demos": list(demos[:finished]), "demos_done": finished, "rows": rows}))
-            encoded += len(batch.frames)
-            bar.update(len(batch.frames))
+    try:
+        with tqdm(total=total, unit="frame", desc=f"maps {source.camera}", disable=not progress or total == 0) as bar:
+            for batch in iter_frame_batches(source, demos, batch_size):
+                raw = _encode_maps(s2_encoder, batch.frames, device, precision)
+                with np.errstate(over="ignore"):  # overflow is checked below, with a message naming the frames
+                    fmap = raw.astype(MAP_DTYPE)
+                row = 0
+                for demo, t0, n in batch.pieces:  # pieces arrive in frame order within each demo
+                    chunk = fmap[row:row + n]
+                    if not np.isfinite(chunk).all():
+                        raise DatasetError(
+                            f"{source.path}: camera {source.camera!r}, demo {demo} steps {t0}..{t0 + n - 1}: S2 map "
+                            f"values do not fit float16 (max |x| {np.abs(raw[row:row + n]).max():.3g}) or are not "
+                            "finite; the map cache stores float16")
+                    part, first = where[demo]
+                    if part not in fds:
+                        fds[part] = os.open(folder / part, os.O_RDWR | os.O_CREAT, 0o644)
+                    data = chunk.tobytes()
+                    path = folder / part
+                    try:
+                        if os.pwrite(fds[part], data, (first + t0) * row_bytes) != len(data):
+                            raise OSError(f"short write to {path}")
+                        hashes[demo].update(data)
+                        row += n
+                        written[demo] += n
+                        if written[demo] == lengths[demo]:  # a demo counts once all its rows are on disk
+                            os.fsync(fds[part])
+                            digests[demo] = hashes[demo].hexdigest()
+                            atomic_write_text(progress_file, json.dumps({"key": key, "digests": digests}))
+                    except OSError as e:
+                        raise_if_out_of_space(e, path, "the demos finished before it are kept and a rerun resumes "
+                                              "from there")
+                        raise
+                encoded += len(batch.frames)
+                bar.update(len(batch.frames))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return encoded
-
-
-def _finished(folder: Path, key: str) -> bool:
-    """A finished map cache of `key`: its manifest is readable and ours, and every part it lists is present."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        manifest = json.loads((folder / "manifest.json").read_text())
-        return manifest["key"] == key and all((folder / part).is_file() for part, _ in manifest["demos"].values())
-    return False
 
 
 def build_map_cache(
@@ -284,49 +316,63 @@ def build_map_cache(
     precision: str = "auto",
     progress: bool = False,
 ) -> tuple[MapCache, ExtractionStats]:
-    """Return the map cache of `camera` for `dataset_path`, extracting (or finishing) it if needed.
+    """Return the map cache of `camera` for `dataset_path`, extracting, finishing or repairing it if needed.
 
-    Same frame sources and validation as `build_feature_cache`; under torchrun demo i is encoded by rank i % world
-    and rank 0 writes the manifest (all ranks must call this). Memory stays bounded by a few batches.
+    Every demo's rows carry a sha256 (manifest.json); opening a finished cache verifies them, and demos whose rows
+    were damaged on disk are re-extracted in place (with a warning naming them), never trained on. Same frame
+    sources and validation as `build_feature_cache`, and the same lock when two processes build one cache; under
+    torchrun demo i is encoded and verified by rank i % world and rank 0 writes the manifest (all ranks must call
+    this). Memory stays bounded by a few batches.
     """
-    device = select_device(device)
-    native = getattr(getattr(s2_encoder, "encoder", None), "native_size", None)
-    src = resolve_frame_source(dataset_path, camera, camera_size, source, native_size=native)
-    root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
-    root.mkdir(parents=True, exist_ok=True)
+    src, root, fingerprint, identity, device = prepare_extraction(dataset_path, camera, s2_encoder, camera_size,
+                                                                  source, cache_root, device)
     s2_encoder = s2_encoder.to(device).eval()
     shape = map_shape(s2_encoder, src.frame_shape)
-    key, inputs = map_cache_key(dataset_fingerprint(src, root), encoder_identity(s2_encoder), camera,
-                                src.frame_shape, src.kind, shape)
+    key, inputs = map_cache_key(fingerprint, identity, camera, src.frame_shape, src.kind, shape)
     folder = map_cache_folder(root, camera, key)
-    stats = ExtractionStats()
-    if _finished(folder, key):
-        stats.reused = True
-        log.info("reusing map cache %s", folder)
-        return MapCache(folder), stats
-
     rank, world = rank_and_world()
-    folder.mkdir(parents=True, exist_ok=True)
     lengths = _demo_lengths(src)
-    demos = list(lengths)
+    where = part_layout(lengths, world)
+    mine = [d for i, d in enumerate(lengths) if i % world == rank]
     row_bytes = math.prod(shape) * np.dtype(MAP_DTYPE).itemsize
-    t0 = time.perf_counter()
-    mine = [d for i, d in enumerate(demos) if i % world == rank]
-    stats.frames = _extract_maps(s2_encoder, src, mine, lengths, folder / f"part-{rank}-of-{world}.f16", key,
-                                 row_bytes, batch_size, device, precision, progress)
-    stats.seconds = time.perf_counter() - t0
-    barrier()
-    if rank == 0:
-        where, next_row = {}, [0] * world
-        for i, d in enumerate(demos):  # each part holds its demos in order: offsets follow from the lengths
-            where[d] = [f"part-{i % world}-of-{world}.f16", next_row[i % world]]
-            next_row[i % world] += lengths[d]
-        manifest = {"format": MAP_CACHE_FORMAT, "key": key, "inputs": inputs, "map_shape": list(shape),
-                    "dtype": np.dtype(MAP_DTYPE).name, "lengths": lengths, "demos": where}
-        atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
-        for r in range(world):
-            (folder / f"part-{r}-of-{world}.progress.json").unlink(missing_ok=True)
-        log.info("map cache %s: %d frames in %.1fs, map %s, %.1f MB per 1000 frames", folder, stats.frames,
-                 stats.seconds, shape, row_bytes * 1000 / 1e6)
-    barrier()
+    progress_file = folder / f"part-{rank}-of-{world}.progress.json"
+    stats = ExtractionStats()
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / f".extract-{rank}-of-{world}.lock", f"extracting into {folder}"):
+        t0 = time.perf_counter()
+        manifest = _read_json(folder / "manifest.json")
+        finished = manifest is not None and manifest.get("key") == key and manifest.get("format") == MAP_CACHE_FORMAT
+        # what this rank can trust: a finished cache's digests, else those of an interrupted run of this key
+        recorded = manifest if finished else _read_json(progress_file)
+        digests = dict(recorded.get("digests", {})) if recorded and recorded.get("key") == key else {}
+        good = _intact(folder, mine, digests, where, lengths, row_bytes)
+        todo = [d for d in mine if d not in good]
+        digests = {d: digests[d] for d in good}
+        if finished and todo:
+            log.warning("map cache %s: the rows of %d demo(s) do not match their checksums (%s); re-extracting them",
+                        folder, len(todo), ", ".join(todo[:5]) + (" ..." if len(todo) > 5 else ""))
+        elif good and todo:
+            log.info("resuming map extraction in %s: %d of %d demos already done", folder, len(good), len(mine))
+        stats.reused = finished and not todo
+        if todo:
+            stats.frames = _extract_maps(s2_encoder, src, todo, lengths, where, folder, progress_file, key, digests,
+                                         row_bytes, batch_size, device, precision, progress)
+        stats.seconds = time.perf_counter() - t0
+        barrier()
+        others = [_read_json(folder / f"part-{r}-of-{world}.progress.json") for r in range(1, world)]
+        others = [o["digests"] for o in others if o and o.get("key") == key]  # ranks that extracted this time
+        if rank == 0 and (not finished or todo or others):
+            all_digests = {**(manifest.get("digests", {}) if finished else {}), **digests}
+            for theirs in others:
+                all_digests.update(theirs)
+            manifest = {"format": MAP_CACHE_FORMAT, "key": key, "inputs": inputs, "map_shape": list(shape),
+                        "dtype": np.dtype(MAP_DTYPE).name, "lengths": lengths,
+                        "demos": {d: list(w) for d, w in where.items()}, "digests": all_digests}
+            atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
+            log.info("map cache %s: %d frames in %.1fs, map %s, %.1f MB per 1000 frames", folder, stats.frames,
+                     stats.seconds, shape, row_bytes * 1000 / 1e6)
+        barrier()
+        progress_file.unlink(missing_ok=True)
+    if stats.reused:
+        log.info("reusing map cache %s (checksums verified)", folder)
     return MapCache(folder), stats
