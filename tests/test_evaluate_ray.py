@@ -82,7 +82,7 @@ def test_settings_that_cannot_run_on_ray_are_refused_with_the_key():
 
     with pytest.raises(ConfigError, match=r"^eval.workers=0: eval.backend=ray runs the envs as Ray actors"):
         EvalSettings(backend="ray", workers=0)
-    with pytest.raises(ConfigError, match=r"^eval.backend='ray': batches the policy on one Ray actor"):
+    with pytest.raises(ConfigError, match=r'^eval.backend="ray": batches the policy on one Ray actor'):
         EvalSettings(backend="ray", policy_on="workers")
 
 
@@ -97,7 +97,7 @@ def test_study_runs_as_ray_tasks_and_the_local_driver_reuses_every_stage(ray_ins
     cfg["collect"].update(camera_size=64, num_demos=2, workers=1)
     cfg["configurations"]["vision"] = ["encoder=tiny_cnn", "encoder.weights=random", "s2.scales=[1,2]"]
     cfg["eval"].update(episodes=2, workers=0, max_steps=MAX_STEPS, video=0)
-    with pytest.raises(ConfigError, match=r"^eval.backend='ray': with backend=ray each run is already a Ray task"):
+    with pytest.raises(ConfigError, match=r'^eval.backend="ray": with backend=ray each run is already a Ray task'):
         run_study({**cfg, "eval": {**cfg["eval"], "backend": "ray", "workers": 1}})
     written = run_study(cfg)
     assert "vision" in written["markdown"].read_text() or "tiny_cnn" in written["markdown"].read_text()

@@ -109,7 +109,7 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     video = (VideoPlan(out_dir / "videos", settings.video, plan.env.cameras[0], settings.fps)
              if settings.video and plan.env.cameras else None)  # an image-free policy has nothing to film
     jobs = [EpisodeJob(i, s) for i, s in enumerate(plan.seeds)]
-    layout = resolve_layout(settings, select_device(settings.device))
+    layout = resolve_layout(settings)
     # the ray layout's policy runs on its actor; this copy (CPU) only describes it in the summary
     policy = Policy.load(plan.info.path, device="cpu" if layout in ("workers", "ray") else settings.device)
     if settings.backbone == "onnx" and layout != "ray":  # the policy actor installs its own
@@ -154,12 +154,13 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     return summary
 
 
-def resolve_layout(settings: EvalSettings, device: torch.device) -> str:
+def resolve_layout(settings: EvalSettings, device: torch.device | None = None) -> str:
     """The layout that runs: "ray" (backend=ray), "serial" (workers=0), "workers", "main" or "main-pipelined".
 
     `policy_on=auto` picks the pipelined main layout when the policy runs on a CPU and there are 2+ env workers
     (measured 1.9x one worker against the plain main layout's 1.2x: docs/evaluation.md), else the plain main layout
     (one worker has nothing to overlap; a GPU policy call is short next to an env step, and one batch uses it best).
+    `device`: where the policy runs (default: `settings.device` resolved on this machine).
     """
     if settings.backend == "ray":
         return "ray"
@@ -167,6 +168,8 @@ def resolve_layout(settings: EvalSettings, device: torch.device) -> str:
         return "serial"
     if settings.policy_on == "workers":
         return "workers"
+    if settings.policy_on == "auto" and device is None:
+        device = select_device(settings.device)
     pipelined = settings.pipeline or (settings.policy_on == "auto" and device.type == "cpu" and settings.workers >= 2)
     return "main-pipelined" if pipelined and settings.workers >= 2 else "main"
 
