@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # not skipped when missing: the test install (.[all]) includes the ray extra, so CI must run these
 
 from s2policy.errors import ConfigError
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]' (CI installs it)")
 pytestmark = [pytest.mark.slow, pytest.mark.simulator, pytest.mark.subprocess]  # actors and tasks are processes
 
 MAX_STEPS = 6
@@ -77,13 +77,26 @@ def test_ray_backend_refuses_a_gpu_the_cluster_does_not_have_before_any_actor(ra
     assert not (tmp_path / "out").exists()
 
 
-def test_settings_that_cannot_run_on_ray_are_refused_with_the_key():
+def test_settings_that_cannot_run_on_ray_are_refused_with_the_key(monkeypatch):
+    import importlib.util
+
+    from s2policy.config import StudyConfig
     from s2policy.evaluate import EvalSettings
 
     with pytest.raises(ConfigError, match=r"^eval.workers=0: eval.backend=ray runs the envs as Ray actors"):
         EvalSettings(backend="ray", workers=0)
     with pytest.raises(ConfigError, match=r'^eval.backend="ray": batches the policy on one Ray actor'):
         EvalSettings(backend="ray", policy_on="workers")
+    # without Ray installed, asking for it fails at the config check (CLIs: exit 2), before any work
+    find_spec = importlib.util.find_spec
+    missing = {"ray", "onnxruntime"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"""^eval.backend="ray": Ray is not installed: pip install 's2policy\[ray\]'"""):
+        EvalSettings(backend="ray")
+    with pytest.raises(ConfigError, match=r'^backend="ray": Ray is not installed'):
+        StudyConfig(configurations={"a": []}, backend="ray")
+    with pytest.raises(ConfigError, match=r"""^eval.backbone="onnx": onnxruntime is not installed: pip install 's2policy\[export\]'"""):
+        EvalSettings(backbone="onnx")
 
 
 def test_study_runs_as_ray_tasks_and_the_local_driver_reuses_every_stage(ray_instance, tmp_path):

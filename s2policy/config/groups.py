@@ -122,6 +122,8 @@ class FeaturesConfig:
     def __post_init__(self) -> None:
         check_choice("features.source", self.source, FEATURE_SOURCES)
         check_choice("features.backbone", self.backbone, BACKBONES)
+        if self.backbone == "onnx":
+            check_installed("features.backbone", "onnx", "onnxruntime", "export")
         check_choice("features.dtype", self.dtype, FEATURE_DTYPES)
         check_range("features.batch_size", self.batch_size, 1)
 
@@ -267,9 +269,11 @@ class EvalSettings:
         check_range("eval.fps", self.fps, 0, low_open=True)
         check_range("eval.threads", self.threads, 1)
         check_choice("eval.backbone", self.backbone, BACKBONES)
+        if self.backbone == "onnx":
+            check_installed("eval.backbone", "onnx", "onnxruntime", "export")
         check_choice("eval.backend", self.backend, EVAL_BACKENDS)
         if self.backend == "ray":
-            check_ray_installed("eval.backend")
+            check_installed("eval.backend", "ray", "ray", "ray")
             if self.workers == 0:
                 raise bad("eval.workers", 0, "eval.backend=ray runs the envs as Ray actors: set eval.workers >= 1")
             if self.policy_on == "workers" or self.pipeline:
@@ -366,7 +370,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, EVAL_BACKENDS)
         if self.backend == "ray":
-            check_ray_installed("backend")
+            check_installed("backend", "ray", "ray", "ray")
             if self.eval.backend == "ray":
                 raise bad("eval.backend", "ray", "with backend=ray each run is already a Ray task that evaluates on "
                           "its own node: use eval.backend=local")
@@ -382,12 +386,13 @@ class StudyConfig:
                 raise bad(f"configurations.{name}", overrides, "expected a list of train_policy overrides")
 
 
-def check_ray_installed(key: str) -> None:
-    """Refuse `key`=ray before any work when Ray is not installed."""
+def check_installed(key: str, value: str, module: str, extra: str) -> None:
+    """Refuse `key`=`value` before any work when the optional `module` it needs is not installed."""
     import importlib.util
 
-    if importlib.util.find_spec("ray") is None:
-        raise bad(key, "ray", "Ray is not installed: pip install 's2policy[ray]'")
+    if importlib.util.find_spec(module) is None:
+        name = "Ray" if module == "ray" else module
+        raise bad(key, value, f"{name} is not installed: pip install 's2policy[{extra}]'")
 
 
 def encoder_native_size(name: str) -> int:
