@@ -158,7 +158,7 @@ def resolve_layout(settings: EvalSettings, device: torch.device | None = None) -
     """The layout that runs: "ray" (backend=ray), "serial" (workers=0), "workers", "main" or "main-pipelined".
 
     `policy_on=auto` picks the pipelined main layout when the policy runs on a CPU and there are 2+ env workers
-    (measured 1.9x one worker against the plain main layout's 1.2x: docs/evaluation.md), else the plain main layout
+    (where it was measured faster than the plain main layout: docs/evaluation.md), else the plain main layout
     (one worker has nothing to overlap; a GPU policy call is short next to an env step, and one batch uses it best).
     `device`: where the policy runs (default: `settings.device` resolved on this machine).
     """
