@@ -115,8 +115,8 @@ class FeaturesConfig:
     #: also cache merged spatial token maps in the pooled cache (policy=spatial does not need this: it streams maps
     #: from its own float16 map cache, keyed by the grid, built automatically)
     store_maps: bool = False
-    #: torch | onnx: extraction runs the encoder's crops in ONNX Runtime on the CPU (checked against torch first;
-    #: ignored on a GPU)
+    #: torch | onnx: pooled-feature extraction runs the encoder's crops in ONNX Runtime on the CPU (checked against
+    #: torch first; ignored on a GPU; the spatial head's map cache always extracts with torch)
     backbone: str = "torch"
 
     def __post_init__(self) -> None:

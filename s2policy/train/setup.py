@@ -71,7 +71,7 @@ def _streamed_maps(cfg: TrainRun, path: Path, encoder: torch.nn.Module, splits: 
         cache, stats = build_map_cache(
             path, cam, encoder, camera_size=cfg.task.camera_size, source=feats.source,
             cache_root=feats.cache_dir, batch_size=feats.batch_size, device=dist.device,
-            precision=cfg.precision, progress=progress and dist.is_main, backbone=feats.backbone,
+            precision=cfg.precision, progress=progress and dist.is_main,
         )
         if not stats.reused and dist.is_main:
             log.info("extracted %s maps %s: %d frames, %.1f frames/s", cam, cache.shape, stats.frames,
