@@ -1,4 +1,4 @@
-"""Rollout throughput on this machine: env steps/s with 1 and 2 worker processes, for both policy layouts (JSON).
+"""Rollout throughput on this machine: env steps/s with 1 and 2 workers, per layout and backend (JSON).
 
 The policy is a real frozen encoder (default: pretrained efficientnet_lite0 at 224 px, lift's agentview camera) with
 an untrained MLP head -- speed does not depend on what the head learned, and untrained episodes all run exactly
@@ -6,8 +6,12 @@ an untrained MLP head -- speed does not depend on what the head learned, and unt
 creation, first reset), which is reported separately. Configurations run interleaved `--repeats` times and the best
 run counts: on a machine shared with other jobs, the best run is the one least disturbed by them.
 
-    python benchmarks/rollout_speed.py --workers 1 2 --layouts main main-pipelined workers
+    python benchmarks/rollout_speed.py --workers 1 2 --layouts auto main main-pipelined workers ray
     python benchmarks/rollout_speed.py --img-sizes 224 448 --camera-size 448      # base + S2
+    python benchmarks/rollout_speed.py --layouts auto --backbone onnx             # encoder crops in ONNX Runtime
+
+Layouts: "auto" is the default (`eval.policy_on=auto`); "main", "main-pipelined" and "workers" force one; "ray" is
+`eval.backend=ray` on a Ray instance started once on this machine (its start-up is not counted).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: benchmark layout name -> EvalSettings fields
+LAYOUTS = {"auto": {"policy_on": "auto"}, "main": {"policy_on": "main"},
+           "main-pipelined": {"policy_on": "main", "pipeline": True}, "workers": {"policy_on": "workers"},
+           "ray": {"backend": "ray"}}
 
 
 def make_checkpoint(folder: Path, encoder: str, weights: str, img_sizes: list[int], camera_size: int) -> Path:
@@ -51,13 +59,12 @@ def _display_path(path: Path) -> str:
 def run_once(ckpt: Path, out: Path, layout: str, workers: int, repeat: int, args: argparse.Namespace) -> dict:
     from s2policy.evaluate import EvalSettings, evaluate
 
-    settings = EvalSettings(episodes=args.episodes, workers=workers, max_steps=args.max_steps,
-                            policy_on=layout.removesuffix("-pipelined"), pipeline=layout.endswith("-pipelined"),
-                            threads=args.threads, device="cpu")
+    settings = EvalSettings(episodes=args.episodes, workers=workers, max_steps=args.max_steps, threads=args.threads,
+                            device="cpu", backbone=args.backbone, **LAYOUTS[layout])
     t0 = time.perf_counter()
     summary = evaluate(ckpt, out, settings)
     speed = summary["speed"]
-    return {"layout": layout, "workers": workers, "repeat": repeat,
+    return {"layout": layout, "resolved": summary["eval"]["layout"], "workers": workers, "repeat": repeat,
             "steps_per_second": round(speed["steps_per_second"], 2), "env_steps": speed["env_steps"],
             "startup_seconds": speed["startup_seconds"], "wall_seconds": round(time.perf_counter() - t0, 1),
             "policy_ms_per_call": round(speed["policy_ms_per_call"], 2),
@@ -73,8 +80,9 @@ def main() -> None:
     p.add_argument("--img-sizes", type=int, nargs="+", default=[224])
     p.add_argument("--camera-size", type=int, default=224)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--layouts", nargs="+", default=["main", "main-pipelined", "workers"],
-                   choices=["main", "main-pipelined", "workers"])
+    p.add_argument("--layouts", nargs="+", default=["auto", "main", "main-pipelined", "workers"],
+                   choices=list(LAYOUTS))
+    p.add_argument("--backbone", default="torch", choices=["torch", "onnx"])
     p.add_argument("--threads", type=int, default=None, help="torch threads of the main-process policy")
     p.add_argument("--episodes", type=int, default=4)
     p.add_argument("--max-steps", type=int, default=50)
@@ -90,6 +98,10 @@ def main() -> None:
     # A pipeline needs two envs; with one worker it is the plain main layout.
     plan = [(repeat, layout, workers) for repeat in range(args.repeats) for layout in args.layouts
             for workers in args.workers if not (layout.endswith("-pipelined") and workers < 2)]
+    if "ray" in args.layouts:  # one instance for every run, started before the clock runs
+        from s2policy.evaluate.ray_backend import connect
+
+        connect()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(Path(tmp), args.encoder, args.weights, args.img_sizes, args.camera_size)
         for repeat, layout, workers in plan:
@@ -100,8 +112,8 @@ def main() -> None:
         key = (r["layout"], r["workers"])
         by[key] = max(by.get(key, 0.0), r["steps_per_second"])
     result["best_steps_per_second"] = {f"{layout} x{workers}": v for (layout, workers), v in by.items()}
-    # 2 workers against the best single-worker run of the same policy placement (pipelined x1 is plain main x1)
-    single = {layout: by.get((layout.removesuffix("-pipelined"), 1)) for layout in args.layouts}
+    # 2 workers against the best single-worker run of the same layout (pipelined x1 is plain main x1)
+    single = {layout: by.get((layout, 1)) or by.get((layout.removesuffix("-pipelined"), 1)) for layout in args.layouts}
     result["speedup_2_vs_1"] = {layout: round(by[(layout, 2)] / single[layout], 2)
                                 for layout in args.layouts if single[layout] and (layout, 2) in by}
     result["machine"]["load_average_at_end"] = os.getloadavg()

@@ -3,18 +3,22 @@
 Every stage reuses its output when it exists -- the dataset file, feature caches (keyed by the trainer), final policy
 files (an unfinished training run is resumed), evaluations whose summary matches the requested settings -- so
 re-running the same command after an interruption continues where it stopped. Stage wall times are recorded in
-<study_dir>/stages.json.
+<study_dir>/stages.json. With `backend=ray` each (configuration x seed) run is one Ray task (same stages, same
+reuse); this process collects the demos, records the stages and writes the report.
 
     s2policy-study task=lift seeds=[0,1,2]        # = python -m s2policy.study; config: configs/study.yaml
+    s2policy-study task=lift backend=ray eval.ray_address=auto     # the runs as tasks on a running Ray cluster
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,18 @@ from .run_folder import POLICY_FILE, TRAIN_STATE_FILE
 log = logging.getLogger(__name__)
 
 
+def run_stage(name: str, done: Callable[[], bool], work: Callable[[], Any]) -> dict[str, Any]:
+    """Run `work` unless `done()` says its output exists; the stage's record (wall time, or reused)."""
+    if done():
+        log.info("%s: reusing existing output", name)
+        return {"reused": True}
+    log.info("%s: running", name)
+    start = time.perf_counter()
+    work()
+    return {"seconds": round(time.perf_counter() - start, 1), "reused": False,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 class StageLog:
     """Wall time and outcome of each stage, kept in <study_dir>/stages.json across runs of the study."""
 
@@ -36,16 +52,29 @@ class StageLog:
         self.stages: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
 
     def run(self, name: str, done: Callable[[], bool], work: Callable[[], Any]) -> None:
-        if done():
-            log.info("%s: reusing existing output", name)
+        self.record(name, run_stage(name, done, work))
+
+    def record(self, name: str, entry: dict[str, Any]) -> None:
+        """Keep a stage's record (a reused stage keeps the time it took when it ran) and rewrite the file."""
+        if entry["reused"]:
             self.stages.setdefault(name, {})["reused"] = True
         else:
-            log.info("%s: running", name)
-            start = time.perf_counter()
-            work()
-            self.stages[name] = {"seconds": round(time.perf_counter() - start, 1), "reused": False,
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            self.stages[name] = entry
         atomic_write_text(self.path, json.dumps(self.stages, indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One (configuration x training seed) run: trained into run_dir, evaluated into run_dir/eval."""
+
+    name: str
+    seed: int
+    run_dir: Path
+    train_overrides: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} seed{self.seed}"
 
 
 def compose_train_config(overrides: Sequence[str]) -> TrainRun:
@@ -84,28 +113,29 @@ def run_study(cfg: StudyConfig | Mapping[str, Any], on_result: Callable[[str, di
                    lambda: ensure_dataset(None, dataset, cfg.task, cfg.collect, progress=cfg.progress))
     task = cfg.task.name
     settings = replace(cfg.eval, dataset=str(dataset), task=task)
-    evaluations = []
     # seed-major: a study cut short leaves every configuration with the same complete seeds, not some with all
-    for seed in cfg.seeds:
-        for name in cfg.only or list(cfg.configurations):
-            overrides = cfg.configurations[name]
-            run_dir = study_dir / "runs" / name / f"seed{seed}"
-            train_overrides = [f"task={task}", f"dataset={dataset}", f"policy={cfg.policy.name}",
-                               f"seed={seed}", f"out_dir={run_dir}",
-                               # one frame size for every configuration (stored, or re-rendered from a given dataset)
-                               f"task.camera_size={cfg.collect.camera_size}",
-                               *overrides, *cfg.train_overrides]
-            _train_stage(f"train {name} seed{seed}", run_dir, train_overrides, stages)
-            policy_file = resolve_policy_file(run_dir)
-            out = run_dir / "eval"
-            stages.run(f"eval {name} seed{seed}", lambda: evaluation_matches(out / SUMMARY_FILE, policy_file, settings),
-                       lambda: _evaluate_with_progress(policy_file, out, settings, f"eval {name} seed{seed}",
-                                                       cfg.progress))
-            evaluations.append(out)
-            if cfg.publish_dir:
-                publish_evaluation(out, Path(cfg.publish_dir) / name / f"seed{seed}")
-            if on_result is not None:
-                on_result(f"{name} seed{seed}", json.loads((out / SUMMARY_FILE).read_text()))
+    runs = [StudyRun(name, seed, study_dir / "runs" / name / f"seed{seed}",
+                     (f"task={task}", f"dataset={dataset}", f"policy={cfg.policy.name}", f"seed={seed}",
+                      f"out_dir={study_dir / 'runs' / name / f'seed{seed}'}",
+                      # one frame size for every configuration (stored, or re-rendered from a given dataset)
+                      f"task.camera_size={cfg.collect.camera_size}",
+                      *cfg.configurations[name], *cfg.train_overrides))
+            for seed in cfg.seeds for name in cfg.only or list(cfg.configurations)]
+
+    def finished(run: StudyRun) -> None:
+        out = run.run_dir / "eval"
+        if cfg.publish_dir:
+            publish_evaluation(out, Path(cfg.publish_dir) / run.name / f"seed{run.seed}")
+        if on_result is not None:
+            on_result(run.label, json.loads((out / SUMMARY_FILE).read_text()))
+
+    if cfg.backend == "ray":
+        run_on_ray(runs, settings, stages, finished)
+    else:
+        for run in runs:
+            run_one(run, settings, cfg.progress, stages.record)
+            finished(run)
+    evaluations = [run.run_dir / "eval" for run in runs]
     title = cfg.report_title or f"{task}: base vs base + S2 vs larger backbone"
     written: dict[str, Path] = {}
     stages.run("report", lambda: False,
@@ -122,24 +152,84 @@ def publish_evaluation(eval_dir: Path, dest: Path) -> None:
         atomic_write_text(dest / name, (eval_dir / name).read_text())
 
 
-def _evaluate_with_progress(policy_file: Path, out: Path, settings: EvalSettings, desc: str, progress: bool) -> None:
+def run_one(run: StudyRun, settings: EvalSettings, progress: bool,
+            on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Train (resume, or reuse) and evaluate (or reuse) one run; returns its stage records, each also passed to
+    `on_stage(name, record)` as soon as that stage ends."""
     from .evaluate.cli import episode_progress
-
-    bar, update = episode_progress(settings.episodes, desc, progress)
-    try:
-        evaluate(policy_file, out, settings, on_episode=update)
-    finally:
-        bar.close()
-
-
-def _train_stage(name: str, run_dir: Path, overrides: list[str], stages: StageLog) -> None:
     from .train import train
 
-    def work() -> None:
-        resume = (run_dir / TRAIN_STATE_FILE).is_file()  # an interrupted run continues from its last checkpoint
-        train(compose_train_config([*overrides, f"resume={str(resume).lower()}"]))
+    records: dict[str, dict[str, Any]] = {}
 
-    stages.run(name, (run_dir / POLICY_FILE).is_file, work)
+    def stage(name: str, done: Callable[[], bool], work: Callable[[], Any]) -> None:
+        records[name] = run_stage(name, done, work)
+        if on_stage is not None:
+            on_stage(name, records[name])
+
+    def train_run() -> None:
+        resume = (run.run_dir / TRAIN_STATE_FILE).is_file()  # an interrupted run continues from its last checkpoint
+        train(compose_train_config([*run.train_overrides, f"resume={str(resume).lower()}"]))
+
+    def evaluate_run() -> None:
+        bar, update = episode_progress(settings.episodes, f"eval {run.label}", progress)
+        try:
+            evaluate(policy_file, out, settings, on_episode=update)
+        finally:
+            bar.close()
+
+    stage(f"train {run.label}", (run.run_dir / POLICY_FILE).is_file, train_run)
+    policy_file = resolve_policy_file(run.run_dir)
+    out = run.run_dir / "eval"
+    stage(f"eval {run.label}", lambda: evaluation_matches(out / SUMMARY_FILE, policy_file, settings), evaluate_run)
+    return records
+
+
+@contextlib.contextmanager
+def working_directory(path: str) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _run_one_in_task(run: StudyRun, settings: EvalSettings, cwd: str) -> dict[str, dict[str, Any]]:
+    """A Ray task's body: one run from the driver's working directory (the study's relative paths then name the
+    same files as they would locally: the folder must be on storage every node mounts at the same path)."""
+    logging.basicConfig(level=logging.INFO)
+    with working_directory(cwd):
+        return run_one(run, settings, progress=False)
+
+
+def run_on_ray(runs: Sequence[StudyRun], settings: EvalSettings, stages: StageLog,
+               finished: Callable[[StudyRun], None]) -> None:
+    """Every run as one Ray task, submitted at once in seed-major order; each one's stages are recorded and
+    `finished(run)` called as it completes. The first failing task's error is raised once the others have ended
+    (their finished stages stay recorded and are reused by the next run of the study)."""
+    from .evaluate.ray_backend import connect, unwrap
+
+    ray = connect(settings.ray_address)
+    gpus = 1 if float(ray.cluster_resources().get("GPU", 0)) >= 1 else 0
+    # a run trains, then evaluates with settings.workers env processes of its own on its node
+    task = ray.remote(num_cpus=max(1, settings.workers), num_gpus=gpus, max_retries=0)(_run_one_in_task)
+    pending = {task.remote(run, settings, os.getcwd()): run for run in runs}
+    log.info("submitted %d runs as Ray tasks", len(pending))
+    error: BaseException | None = None
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        run = pending.pop(done[0])
+        try:
+            records = unwrap(ray, done[0], f"the Ray task of {run.label}")
+        except Exception as e:  # the other runs go on; the first error is raised at the end
+            log.error("%s failed: %s", run.label, e)
+            error = error or e
+            continue
+        for name, entry in records.items():
+            stages.record(name, entry)
+        finished(run)
+    if error is not None:
+        raise error
 
 
 if __name__ == "__main__":

@@ -78,12 +78,13 @@ def test_parallel_layouts_reproduce_serial_rollouts(trained_run, cli_eval):
     serial = evaluate(trained_run, trained_run.parent / "serial", EvalSettings(workers=0, **settings))
     workers = evaluate(trained_run, trained_run.parent / "workers",
                        EvalSettings(workers=2, policy_on="workers", **settings))
-    evaluate(trained_run, trained_run.parent / "pipelined", EvalSettings(workers=2, pipeline=True, **settings))
+    default = evaluate(trained_run, trained_run.parent / "pipelined", EvalSettings(workers=2, **settings))
+    assert default["eval"]["layout"] == "main-pipelined"  # policy_on=auto on a CPU with 2 workers
     load = lambda folder: json.loads((trained_run.parent / folder / "episodes.json").read_text())  # noqa: E731
     ser, wrk, pip, main = load("serial"), load("workers"), load("pipelined"), load(cli_eval[0].name)
     key = lambda eps: [(e["seed"], e["success"], e["length"]) for e in eps]  # noqa: E731
-    # Per-worker policy copies and the two-thread pipeline with two envs act one env per policy call, exactly like
-    # serial: identical to the last digit.
+    # Per-worker policy copies and the two-thread pipeline with two envs (the default layout here) act one env per
+    # policy call, exactly like serial: identical to the last digit.
     for eps in (wrk, pip):
         assert [e["final_object"] for e in eps] == [e["final_object"] for e in ser] and key(eps) == key(ser)
     # Batching two envs in one call changes float rounding (~1e-5) but not the outcome.

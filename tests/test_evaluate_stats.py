@@ -137,3 +137,23 @@ def test_output_folders_for_one_and_several_checkpoints(tmp_path):
     assert output_dirs([a], None) == [tmp_path / "a/seed0/eval"]
     assert output_dirs([a], "out") == [Path("out")]
     assert output_dirs([a, b], "out") == [Path("out/seed0"), Path("out/seed0-2")]  # same run names kept apart
+
+
+def test_auto_layout_is_pipelined_only_for_a_cpu_policy_with_two_or_more_workers():
+    import torch
+
+    from s2policy.evaluate import EvalSettings
+    from s2policy.evaluate.evaluator import resolve_layout
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert EvalSettings().policy_on == "auto"
+    assert resolve_layout(EvalSettings(workers=2), cpu) == "main-pipelined"
+    assert resolve_layout(EvalSettings(workers=4), cpu) == "main-pipelined"
+    assert resolve_layout(EvalSettings(workers=1), cpu) == "main"  # nothing to overlap
+    assert resolve_layout(EvalSettings(workers=2), gpu) == "main"  # one batch uses a GPU best
+    assert resolve_layout(EvalSettings(workers=0), cpu) == "serial"
+    # explicit choices keep their meaning
+    assert resolve_layout(EvalSettings(workers=2, policy_on="main"), cpu) == "main"
+    assert resolve_layout(EvalSettings(workers=2, policy_on="main", pipeline=True), gpu) == "main-pipelined"
+    assert resolve_layout(EvalSettings(workers=2, policy_on="workers"), cpu) == "workers"
+    assert resolve_layout(EvalSettings(workers=0, pipeline=True), cpu) == "serial"

@@ -41,16 +41,25 @@ def test_stage_log_skips_done_stages_and_persists(tmp_path):
     assert calls == ["a"]
     stages = json.loads((tmp_path / "stages.json").read_text())
     assert stages["a"]["reused"] is False and stages["b"] == {"reused": True}
+    again = StageLog(tmp_path / "stages.json")
+    again.run("a", lambda: True, lambda: calls.append("a again"))  # reused: the time it took when it ran is kept
+    assert calls == ["a"] and again.stages["a"] == {**stages["a"], "reused": True}
 
 
-def test_quickstart_config_runs_one_configuration_and_unknown_names_are_refused(tmp_path):
-    from s2policy.config import compose
+def test_quickstart_config_runs_the_three_way_comparison_and_unknown_names_are_refused(tmp_path):
+    from s2policy.config import StudyConfig, compose, load
     from s2policy.errors import ConfigError
     from s2policy.study import run_study
 
     cfg = compose("quickstart")
-    assert cfg["only"] == ["base_s2"] and cfg["seeds"] == [0] and cfg["collect"]["camera_size"] == 448
+    assert cfg["only"] == ["base", "base_s2", "larger"] and cfg["seeds"] == [0]
+    assert cfg["collect"]["camera_size"] == 448  # one set of frames, read by all three configurations
     assert "s2.img_sizes=[224,448]" in cfg["configurations"]["base_s2"]
+    assert "encoder=efficientnet_lite2" in cfg["configurations"]["larger"]
+    typed = load(StudyConfig, cfg)
+    # the speed levers keep results comparable: the default layout, ONNX crops checked against torch
+    assert typed.eval.policy_on == "auto" and typed.eval.backbone == "onnx" and typed.eval.episodes == 20
+    assert "features.backbone=onnx" in typed.train_overrides
     cfg.update(only=["base_s3"], study_dir=str(tmp_path / "study"))
     with pytest.raises(ConfigError, match=r'^only=\["base_s3"\]: no configuration .base_s3.; defined: base, base_s2'):
         run_study(cfg)

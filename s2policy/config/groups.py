@@ -19,7 +19,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FEATURE_SOURCES = ("auto", "stored", "render")
 FEATURE_DTYPES = ("float16", "float32")
 EXECUTION_MODES = ("receding", "ensemble")
-POLICY_PLACEMENTS = ("main", "workers")
+POLICY_PLACEMENTS = ("auto", "main", "workers")
+EVAL_BACKENDS = ("local", "ray")
 BACKBONES = ("torch", "onnx")
 S2_POOLS = ("default", "cls", "mean", "map")
 #: The default number of actions executed from each predicted chunk (receding horizon). Heads with horizon 1 (mlp)
@@ -114,9 +115,15 @@ class FeaturesConfig:
     #: also cache merged spatial token maps in the pooled cache (policy=spatial does not need this: it streams maps
     #: from its own float16 map cache, keyed by the grid, built automatically)
     store_maps: bool = False
+    #: torch | onnx: pooled-feature extraction runs the encoder's crops in ONNX Runtime on the CPU (checked against
+    #: torch first; ignored on a GPU; the spatial head's map cache always extracts with torch)
+    backbone: str = "torch"
 
     def __post_init__(self) -> None:
         check_choice("features.source", self.source, FEATURE_SOURCES)
+        check_choice("features.backbone", self.backbone, BACKBONES)
+        if self.backbone == "onnx":
+            check_installed("features.backbone", "onnx", "onnxruntime", "export")
         check_choice("features.dtype", self.dtype, FEATURE_DTYPES)
         check_range("features.batch_size", self.batch_size, 1)
 
@@ -225,25 +232,33 @@ class EvalSettings:
     """Group `eval`: how policies are scored by rollouts (eval_policy and the study).
 
     Layouts: workers=0 runs one env in this process (serial, the reference); otherwise `policy_on` = "main" (env
-    workers step and render, the main process runs one batched policy call per step) or "workers" (each worker
-    holds an env and a CPU copy of the policy). Measured speeds are in docs/evaluation.md.
+    workers step and render, the main process runs one batched policy call per step), "workers" (each worker
+    holds an env and a CPU copy of the policy) or "auto" (the layout measured fastest for the policy's device and
+    the worker count: main, pipelined on a CPU with 2+ workers). backend=ray runs the env workers as Ray actors and
+    the batched policy on a Ray actor (GPU when the cluster has one). Measured speeds are in docs/evaluation.md.
     """
 
     episodes: int = 50  #: episodes, on held-out initial states
-    workers: int = 2  #: env processes; 0 = one env in this process (serial)
+    workers: int = 2  #: env processes (Ray actors with backend=ray); 0 = one env in this process (serial)
     seed: int = 0  #: picks a block of held-out initial states (never the demos' seeds)
     video: int = 0  #: record the first N episodes as mp4
     max_steps: int | None = None  #: cap below the task's own episode limit; null = the task's
-    policy_on: str = "main"  #: main | workers (see above)
-    device: str = "auto"  #: policy device for policy_on=main
+    policy_on: str = "auto"  #: auto | main | workers (see above)
+    device: str = "auto"  #: policy device for the main layout and the Ray policy actor
     fps: float = 20.0  #: video frame rate
     dataset: str | None = None  #: training demos (seeds to avoid, env settings); null = the one the run recorded
     task: str | None = None  #: expected task; null = the checkpoint's (a mismatch is an error)
     variation: dict[str, Any] = field(default_factory=dict)  #: env keywords overriding the dataset's
     #: torch CPU threads per CPU policy copy; null = 1 (fastest when cores are shared: docs/evaluation.md)
     threads: int | None = None
-    pipeline: bool = False  #: main layout: two halves of the envs alternate, env steps overlap policy calls
+    #: main layout: two halves of the envs alternate, env steps overlap policy calls (policy_on=auto turns it on
+    #: where it was measured faster)
+    pipeline: bool = False
     backbone: str = "torch"  #: torch | onnx: the encoder's crops in ONNX Runtime on the CPU (same features)
+    backend: str = "local"  #: local (processes on this machine) | ray (Ray actors: pip install 's2policy[ray]')
+    #: backend=ray: the cluster to join (ray.init address, e.g. "ray://head:10001" or "auto"); null = RAY_ADDRESS,
+    #: else a Ray instance started on this machine
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         check_range("eval.episodes", self.episodes, 1)
@@ -254,6 +269,16 @@ class EvalSettings:
         check_range("eval.fps", self.fps, 0, low_open=True)
         check_range("eval.threads", self.threads, 1)
         check_choice("eval.backbone", self.backbone, BACKBONES)
+        if self.backbone == "onnx":
+            check_installed("eval.backbone", "onnx", "onnxruntime", "export")
+        check_choice("eval.backend", self.backend, EVAL_BACKENDS)
+        if self.backend == "ray":
+            check_installed("eval.backend", "ray", "ray", "ray")
+            if self.workers == 0:
+                raise bad("eval.workers", 0, "eval.backend=ray runs the envs as Ray actors: set eval.workers >= 1")
+            if self.policy_on == "workers" or self.pipeline:
+                raise bad("eval.backend", "ray", "batches the policy on one Ray actor: use eval.policy_on=auto or "
+                          "main, eval.pipeline=false")
 
     def check(self) -> None:
         """Re-check after attributes were changed in place."""
@@ -340,8 +365,17 @@ class StudyConfig:
     report_title: str | None = None  #: null = "<task>: base vs base + S2 vs larger backbone"
     #: "a:b" pairs of configuration names: the report adds a's success minus b's with its 95% interval
     compare: list[str] = field(default_factory=list)
+    #: local (one run after another in this process) | ray (each configuration x seed run, training and evaluation,
+    #: is a Ray task on the cluster at eval.ray_address; the study folder must be on storage every node sees)
+    backend: str = "local"
 
     def __post_init__(self) -> None:
+        check_choice("backend", self.backend, EVAL_BACKENDS)
+        if self.backend == "ray":
+            check_installed("backend", "ray", "ray", "ray")
+            if self.eval.backend == "ray":
+                raise bad("eval.backend", "ray", "with backend=ray each run is already a Ray task that evaluates on "
+                          "its own node: use eval.backend=local")
         if not self.seeds:
             raise bad("seeds", self.seeds, "list at least one training seed")
         if not self.configurations:
@@ -359,6 +393,15 @@ class StudyConfig:
 
     def compare_pairs(self) -> list[tuple[str, str]]:
         return [tuple(p.split(":")) for p in self.compare]  # type: ignore[misc]
+
+
+def check_installed(key: str, value: str, module: str, extra: str) -> None:
+    """Refuse `key`=`value` before any work when the optional `module` it needs is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        name = "Ray" if module == "ray" else module
+        raise bad(key, value, f"{name} is not installed: pip install 's2policy[{extra}]'")
 
 
 def encoder_native_size(name: str) -> int:

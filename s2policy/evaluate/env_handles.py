@@ -47,7 +47,7 @@ class StepResult(NamedTuple):
     done: bool
 
 
-def _apply(env, command: str, arg: Any) -> StepResult:
+def apply_command(env, command: str, arg: Any) -> StepResult:
     if command == "reset":
         obs, info = env.reset(seed=int(arg))
         return StepResult(obs, bool(info["success"]), False)
@@ -74,7 +74,7 @@ class LocalEnv:
     def _send(self, command: str, arg: Any) -> None:
         if self._env is None:
             self._env = self.spec.make()
-        self._pending = _apply(self._env, command, arg)
+        self._pending = apply_command(self._env, command, arg)
 
     def receive(self) -> StepResult:
         result, self._pending = self._pending, None
@@ -102,7 +102,7 @@ def _serve(conn, spec: EnvSpec) -> None:
             try:
                 if env is None:
                     env = spec.make()
-                conn.send(("ok", _apply(env, command, arg)))
+                conn.send(("ok", apply_command(env, command, arg)))
             except Exception as e:  # sent back so the main process raises it with the worker's traceback
                 conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
     finally:

@@ -1,12 +1,14 @@
-"""Evaluate a policy checkpoint by rollouts: settings, env and seed resolution, the two parallel layouts, outputs.
+"""Evaluate a policy checkpoint by rollouts: settings, env and seed resolution, the layouts, outputs.
 
-Layouts (`EvalSettings.policy_on`; run by layouts.py):
+Layouts (`resolve_layout`; run by layouts.py and ray_backend.py):
+- "serial" (`workers=0`): one env in this process; the reference the parallel layouts must reproduce.
 - "main": K spawned env workers step and render; the main process runs the policy once per control step for all K
   envs (batched; the layout that uses a GPU well).
+- "main-pipelined": the main layout driven by two threads on two halves of the envs, so env steps overlap policy
+  calls; the fastest on a CPU with 2+ workers (docs/evaluation.md), hence what `policy_on=auto` picks there.
 - "workers": K spawned workers each hold an env *and* a CPU copy of the policy and run whole episodes; results equal
-  serial ones to the last digit. Measured here it was not faster than "main" (batching two frames per encoder call
-  costs less than two calls), so "main" is the default (docs/evaluation.md has the figures).
-`workers=0` runs one env in this process (serial; the reference the parallel layouts must reproduce).
+  serial ones to the last digit, but it was slower than "main" here.
+- "ray" (`backend=ray`): the main layout's batching with env workers as Ray actors and the policy on a Ray actor.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config.groups import EvalSettings
+from ..device import select_device
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from ..look_closer import look_closer_summary
@@ -105,8 +110,9 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
              if settings.video and plan.env.cameras else None)  # an image-free policy has nothing to film
     jobs = [EpisodeJob(i, s) for i, s in enumerate(plan.seeds)]
     layout = resolve_layout(settings)
-    policy = Policy.load(plan.info.path, device=settings.device if layout != "workers" else "cpu")
-    if settings.backbone == "onnx":
+    # the ray layout's policy runs on its actor; this copy (CPU) only describes it in the summary
+    policy = Policy.load(plan.info.path, device="cpu" if layout in ("workers", "ray") else settings.device)
+    if settings.backbone == "onnx" and layout != "ray":  # the policy actor installs its own
         if layout == "workers" or policy.device.type != "cpu":
             raise ConfigError("eval.backbone=onnx runs the policy on this process's CPU: use eval.policy_on=main "
                               "and eval.device=cpu (or auto on a machine without a GPU)")
@@ -123,31 +129,53 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, settings: EvalSettings
     log.info("evaluating %s on %s: %d episodes, %d workers, layout %s", plan.info.path, plan.env.task,
              len(jobs), settings.workers, layout)
     start = time.perf_counter()
-    if layout != "workers":
-        with torch_threads(settings.threads or 1, policy.device):
-            timing = run_policy_on_main(plan.env, policy, jobs, settings.workers, plan.max_steps, record, video,
-                                        settings.pipeline)
-    else:
+    device = str(policy.device)
+    if layout == "workers":
         timing = run_policy_in_workers(plan.env, plan.info.path, jobs, settings.workers, plan.max_steps, record,
                                        video, settings.threads)
+    elif layout == "ray":
+        from .ray_backend import run_on_ray
+
+        timing, device = run_on_ray(plan.env, plan.info.path, jobs, settings.workers, plan.max_steps, record, video,
+                                    address=settings.ray_address, device=settings.device, threads=settings.threads,
+                                    backbone=settings.backbone)
+    else:
+        with torch_threads(settings.threads or 1, policy.device):
+            timing = run_policy_on_main(plan.env, policy, jobs, settings.workers, plan.max_steps, record, video,
+                                        layout == "main-pipelined")
     wall = time.perf_counter() - start
     results.sort(key=lambda r: r.index)
     for r in results:  # paths relative to out_dir, so a results folder can be moved or committed
         if r.video is not None:
             r.video = os.path.relpath(r.video, out_dir)
-    summary = summarize(plan, settings, layout, policy, results, timing, wall)
+    summary = summarize(plan, settings, layout, policy, results, timing, wall, device)
     atomic_write_text(out_dir / EPISODES_FILE, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
     atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def resolve_layout(settings: EvalSettings) -> str:
-    """"serial" (workers=0: one env in this process), else the policy placement ("main" or "workers")."""
-    return "serial" if settings.workers == 0 else settings.policy_on
+def resolve_layout(settings: EvalSettings, device: torch.device | None = None) -> str:
+    """The layout that runs: "ray" (backend=ray), "serial" (workers=0), "workers", "main" or "main-pipelined".
+
+    `policy_on=auto` picks the pipelined main layout when the policy runs on a CPU and there are 2+ env workers
+    (where it was measured faster than the plain main layout: docs/evaluation.md), else the plain main layout
+    (one worker has nothing to overlap; a GPU policy call is short next to an env step, and one batch uses it best).
+    `device`: where the policy runs (default: `settings.device` resolved on this machine).
+    """
+    if settings.backend == "ray":
+        return "ray"
+    if settings.workers == 0:
+        return "serial"
+    if settings.policy_on == "workers":
+        return "workers"
+    if settings.policy_on == "auto" and device is None:
+        device = select_device(settings.device)
+    pipelined = settings.pipeline or (settings.policy_on == "auto" and device.type == "cpu" and settings.workers >= 2)
+    return "main-pipelined" if pipelined and settings.workers >= 2 else "main"
 
 
 def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, results: list[EpisodeResult],
-              timing: RolloutTiming, wall: float) -> dict[str, Any]:
+              timing: RolloutTiming, wall: float, device: str) -> dict[str, Any]:
     """The summary.json record: what was evaluated, how, the success rate with its interval, speed and cost."""
     cfg = plan.info.config
     rate = SuccessRate(sum(r.success for r in results), len(results))
@@ -187,5 +215,5 @@ def summarize(plan: EvalPlan, settings: EvalSettings, layout: str, policy, resul
             "policy_ms_per_call_p95": percentile(timing.call_ms, 95),
             "policy_ms_per_env_step": timing.policy_seconds * 1e3 / max(timing.env_steps, 1),
         },
-        "host": {"cpus": os.cpu_count(), "device": str(policy.device), "torch_threads": settings.threads or 1},
+        "host": {"cpus": os.cpu_count(), "device": device, "torch_threads": settings.threads or 1},
     }

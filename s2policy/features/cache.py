@@ -340,8 +340,13 @@ def build_feature_cache(
     device: str | torch.device = "auto",
     precision: str = "auto",
     progress: bool = False,
+    backbone: str = "torch",
 ) -> tuple[FeatureCache, ExtractionStats]:
     """Return the cache of `camera`'s S2 features for `dataset_path`, extracting (or finishing) it if needed.
+
+    `backbone="onnx"` extracts on the CPU with the backbone crops in ONNX Runtime (checked against torch first; same
+    features within float32 rounding); it is part of the cache key, so torch and ONNX caches never mix. On a GPU it
+    is ignored (torch runs).
 
     Under torchrun every process encodes its share of the demos (demo i goes to rank i % world) and rank 0 writes the
     manifest; all ranks must call this. Memory stays bounded by a few batches plus the features of the demos in
@@ -349,6 +354,9 @@ def build_feature_cache(
     """
     src, root, fingerprint, identity, device = prepare_extraction(dataset_path, camera, s2_encoder, camera_size,
                                                                   source, cache_root, device)
+    use_onnx = backbone == "onnx" and device.type == "cpu"
+    if use_onnx:  # only then: the keys of existing torch caches stay what they were
+        identity["backbone"] = "onnx"
     selector_inputs = _selector_inputs_fingerprint(s2_encoder, src.path)
     if selector_inputs is not None:  # look-closer crops follow the stored end-effector positions
         identity["selector_inputs_sha256"] = selector_inputs
@@ -375,8 +383,9 @@ def build_feature_cache(
         if _shards_complete(folder, key):
             stats.reused = True
         else:
-            stats.frames = _extract_demos(s2_encoder, src, mine, lengths, folder, key, dtype, store_maps,
-                                          batch_size, device, precision, progress)
+            with _backbone_runtime(s2_encoder, use_onnx):
+                stats.frames = _extract_demos(s2_encoder, src, mine, lengths, folder, key, dtype, store_maps,
+                                              batch_size, device, precision, progress)
         stats.seconds = time.perf_counter() - t0
         barrier()
         if rank == 0 and not _shards_complete(folder, key):
@@ -388,6 +397,15 @@ def build_feature_cache(
             log.info("feature cache %s: %d frames in %.1fs", folder, stats.frames, stats.seconds)
         barrier()
     return FeatureCache(folder), stats
+
+
+def _backbone_runtime(s2_encoder: Any, use_onnx: bool) -> contextlib.AbstractContextManager:
+    """The backbone in ONNX Runtime for the block (as many intra-op threads as torch has), or unchanged."""
+    if not use_onnx:
+        return contextlib.nullcontext()
+    from ..runtime.onnx_backbone import onnx_backbone
+
+    return onnx_backbone(s2_encoder, threads=torch.get_num_threads())
 
 
 def _manifest_matches(folder: Path, key: str) -> bool:

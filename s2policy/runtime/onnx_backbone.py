@@ -8,9 +8,11 @@ same S2 arithmetic, same pooled features within float32 rounding.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -69,3 +71,14 @@ def use_onnx_backbone(s2_encoder: nn.Module, threads: int = 1) -> OrtBackbone | 
     backbone.forward = runner  # nn.Module.__call__ dispatches to the instance attribute
     log.info("backbone crops run in ONNX Runtime (%d thread(s)); parity check max abs diff %.2g", threads, diff)
     return runner
+
+
+@contextlib.contextmanager
+def onnx_backbone(s2_encoder: nn.Module, threads: int = 1) -> Iterator[OrtBackbone | None]:
+    """`use_onnx_backbone` for the duration of a block (e.g. one feature extraction), then the torch backbone again."""
+    runner = use_onnx_backbone(s2_encoder, threads)
+    try:
+        yield runner
+    finally:
+        if runner is not None:
+            del s2_encoder.encoder.forward  # the instance attribute set above; the module's own forward is back

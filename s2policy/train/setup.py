@@ -43,7 +43,7 @@ def build_step_features(cfg: TrainRun, path: Path, encoder: torch.nn.Module, spl
         cache, stats = build_feature_cache(
             path, cam, encoder, camera_size=cfg.task.camera_size, source=feats.source, dtype=feats.dtype,
             store_maps=feats.store_maps, cache_root=feats.cache_dir, batch_size=feats.batch_size, device=dist.device,
-            precision=cfg.precision, progress=progress and dist.is_main,
+            precision=cfg.precision, progress=progress and dist.is_main, backbone=feats.backbone,
         )
         if not stats.reused and dist.is_main:
             log.info("extracted %s features: %d frames, %.1f frames/s", cam, stats.frames, stats.frames_per_second)
