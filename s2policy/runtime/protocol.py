@@ -20,7 +20,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-import msgpack
 import numpy as np
 
 from ..errors import S2PolicyError
@@ -91,9 +90,19 @@ def _decode_hook(obj: dict[Any, Any]) -> Any:
 
 
 # --- messages --------------------------------------------------------------------------------------------------------
+def _msgpack():
+    """msgpack, imported on first use: the in-process robot loop and the ONNX backbone live in this package too and
+    must not need the `serve` extra."""
+    try:
+        import msgpack
+    except ImportError as e:
+        raise ImportError("the policy server protocol needs msgpack: pip install 's2policy[serve]'") from e
+    return msgpack
+
+
 def pack(message: Mapping[str, Any]) -> bytes:
     """A message (its "v" is filled in) -> the bytes of one binary frame. numpy arrays become wire arrays."""
-    return msgpack.packb({"v": PROTOCOL_VERSION, **message}, default=_encode_default, use_bin_type=True)
+    return _msgpack().packb({"v": PROTOCOL_VERSION, **message}, default=_encode_default, use_bin_type=True)
 
 
 def unpack(frame: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
@@ -103,7 +112,7 @@ def unpack(frame: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> di
     if len(frame) > max_bytes:
         raise ProtocolError(BAD_MESSAGE, f"message of {len(frame)} bytes exceeds {max_bytes}")
     try:
-        message = msgpack.unpackb(frame, object_hook=_decode_hook, raw=False, strict_map_key=True)
+        message = _msgpack().unpackb(frame, object_hook=_decode_hook, raw=False, strict_map_key=True)
     except ProtocolError:
         raise
     except Exception as e:  # msgpack raises several types for truncated / invalid input
