@@ -8,6 +8,8 @@ pooled counts; per-seed rates are listed beside it so between-seed spread stays 
     python -m s2policy.report results/v2/twin_m12 --out docs/results_v2 --compare base_s2:larger base_s2:base \
         --latency results/v2/latency.json        # differences with intervals; latency measured apart
 
+A stages.json of the study driver at or below a given folder adds each stage's wall time per configuration.
+
 A run's study configuration ("arm") is read from the study driver's layout, .../<arm>/seed<k>/<policy file>.
 """
 
@@ -301,6 +303,47 @@ def differences_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+STAGE_NAME = re.compile(r"(train|eval) (\S+) seed(\d+)")
+
+
+def stage_times(paths: Iterable[str | Path]) -> list[dict]:
+    """Wall time per (task, study configuration): seconds of each seed's training and evaluation, from the study
+    driver's stages.json files found at or below `paths` (a study's publish_dir holds one beside its runs; the task
+    is that of the runs below it). A stage that was reused keeps the time it took when it ran."""
+    rows: dict[tuple[str, str], dict] = {}
+    for p in map(Path, paths):
+        for stages_file in ([p] if p.is_file() else sorted(p.rglob("stages.json")) if p.is_dir() else []):
+            if stages_file.name != "stages.json":
+                continue
+            tasks = {load_summary(f)["task"] for f in find_summaries([stages_file.parent])}
+            if len(tasks) != 1:
+                continue  # a stage log without runs below it (or of several tasks) cannot be attributed
+            try:
+                stages = json.loads(stages_file.read_text())
+                entries = [(m, float(v["seconds"])) for name, v in stages.items()
+                           if (m := STAGE_NAME.fullmatch(name)) and "seconds" in v]
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+                raise ReportError(f"{stages_file}: not a study stage log: {e!r}") from e
+            for m, seconds in entries:
+                kind, arm, seed = m.group(1), m.group(2), int(m.group(3))
+                row = rows.setdefault((next(iter(tasks)), arm), {"train": {}, "eval": {}})
+                row[kind][seed] = seconds
+    return [{"task": task, "arm": arm, **row} for (task, arm), row in rows.items()]
+
+
+def stage_times_table(rows: Sequence[dict]) -> str:
+    lines = ["| Task | Configuration | Train, min per seed | Evaluate, min per seed | Total, min |",
+             "|---|---|---|---|---:|"]
+    for r in rows:
+        per_seed = {k: ", ".join(f"{r[k][s] / 60:.1f}" for s in sorted(r[k])) or "-" for k in ("train", "eval")}
+        total = (sum(r["train"].values()) + sum(r["eval"].values())) / 60
+        lines.append(f"| {r['task']} | {r['arm']} | {per_seed['train']} | {per_seed['eval']} | {total:.0f} |")
+    for task in dict.fromkeys(r["task"] for r in rows):
+        total = sum(sum(r["train"].values()) + sum(r["eval"].values()) for r in rows if r["task"] == task) / 3600
+        lines.append(f"| {task} | **all** | | | **{total:.1f} h** |")
+    return "\n".join(lines)
+
+
 def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "Policy comparison",
                  compare: Sequence[tuple[str, str]] = (), latency: Mapping[tuple[str, str], float] | None = None,
                  ) -> dict[str, Path]:
@@ -316,6 +359,7 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = 
         measured = [latency[(c.task, arm)] for arm in c.arms if (c.task, arm) in (latency or {})]
         c.latency_ms = measured[0] if measured else None
     diffs = differences(configs, compare)  # unknown arms fail before anything is written
+    times = stage_times(paths)
     out_dir = Path(out_dir)
     written = {"markdown": out_dir / "report.md", "csv": out_dir / "results.csv"}
     atomic_write_text(written["csv"], _csv_text(csv_rows(configs), CSV_FIELDS))
@@ -335,6 +379,15 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = 
         atomic_write_text(written["differences"], _csv_text(diffs, list(diffs[0])))
         md += ["Differences between study configurations, pooled over seeds, with Newcombe's 95% interval "
                "(hybrid Wilson score):", "", differences_table(diffs), ""]
+    if times:
+        written["stage_times"] = out_dir / "stage_times.csv"
+        atomic_write_text(written["stage_times"], _csv_text(
+            [{"task": r["task"], "configuration": r["arm"], "stage": k, "seed": seed, "seconds": sec}
+             for r in times for k in ("train", "eval") for seed, sec in sorted(r[k].items())],
+            ["task", "configuration", "stage", "seed", "seconds"]))
+        md += ["Wall time of each study stage, from the study driver's stages.json (on the machine and under the "
+               "load they ran with). The first training of an encoder input includes extracting its cached "
+               "features, which later seeds reuse.", "", stage_times_table(times), ""]
     md += [f"![success vs GMACs]({written['plot'].name})", "",
            f"![success vs latency]({written['latency_plot'].name})", ""]
     atomic_write_text(written["markdown"], "\n".join(md))

@@ -155,3 +155,26 @@ def test_unknown_arm_and_bad_latency_file_are_refused_before_writing(tmp_path, c
     with pytest.raises(SystemExit):
         main([str(tmp_path / "runs"), "--out", str(tmp_path / "r3"), "--compare", "base"])
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_stage_wall_times_per_task_and_arm_from_the_study_stage_logs(tmp_path):
+    for task in ("lift", "can"):
+        write_runs(tmp_path / task, [_arm_run("base", 1, 20, task=task), _arm_run("base_s2", 1, 30, task=task)])
+        (tmp_path / task / "stages.json").write_text(json.dumps({
+            "collect": {"reused": True},
+            "train base seed1": {"seconds": 600.0, "reused": True}, "eval base seed1": {"seconds": 300.0},
+            "train base seed2": {"seconds": 60.0}, "eval base seed2": {"seconds": 240.0},
+            "train base_s2 seed1": {"seconds": 1200.0}, "eval base_s2 seed1": {"seconds": 900.0},
+            "report": {"seconds": 1.0}}))
+    out = write_report([tmp_path / "lift", tmp_path / "can"], tmp_path / "report")
+    md = out["markdown"].read_text()
+    assert "| lift | base | 10.0, 1.0 | 5.0, 4.0 | 20 |" in md
+    assert "| can | base_s2 | 20.0 | 15.0 | 35 |" in md
+    assert "| lift | **all** | | | **0.9 h** |" in md  # (600 + 300 + 60 + 240 + 1200 + 900) s
+    rows = list(csv.DictReader(open(out["stage_times"])))
+    assert len(rows) == 12 and rows[0] == {"task": "lift", "configuration": "base", "stage": "train", "seed": "1",
+                                           "seconds": "600.0"}
+    (tmp_path / "lift" / "stages.json").write_text('{"train base seed1": {"seconds": "ten"}}')
+    with pytest.raises(ReportError, match="lift/stages.json: not a study stage log"):
+        write_report([tmp_path / "lift"], tmp_path / "report2")
+    assert not (tmp_path / "report2").exists()
