@@ -117,7 +117,7 @@ def test_client_garbage_gets_error_replies_and_the_server_keeps_serving(mlp_ckpt
         ({**good, "id": "one"}, "bad_message", None, "'id' must be an integer"),
         ({**good, "observation": [1, 2]}, "bad_message", 1, "expected a map"),
         ({**good, "observation": {"proprio": proprio}}, "bad_observation", 1, "no 'agentview'"),
-        ({**good, "observation": {"agentview": bad_array, "proprio": proprio}}, "bad_message", None, "bytes of data"),
+        ({**good, "observation": {"agentview": bad_array, "proprio": proprio}}, "bad_message", 1, "bytes of data"),
         ({**good, "observation": {"agentview": wire_array(np.zeros((8, 8), np.uint8)), "proprio": proprio}},
          "bad_observation", 1, "expected uint8 (H, W, 3)"),
         ({**good, "observation": {"agentview": wire_array(obs["agentview"].astype(np.float32)), "proprio": proprio}},
@@ -129,7 +129,7 @@ def test_client_garbage_gets_error_replies_and_the_server_keeps_serving(mlp_ckpt
         ({**good, "prev_action": wire_array(np.zeros(2, np.float32))}, "bad_message", 1, "'prev_action' must be"),
         ({**good, "episode": "x"}, "bad_message", 1, "'episode' must be an integer"),
         ({**good, "observation": {"agentview": {**frame, "dtype": "complex64"}, "proprio": proprio}},
-         "bad_message", None, "dtype 'complex64'"),
+         "bad_message", 1, "dtype 'complex64'"),
         ([1, 2, 3], "bad_message", None, "expected a map"),
     ]
     service = tiny_service(mlp_ckpt)

@@ -30,6 +30,11 @@ WIRE_DTYPES = ("uint8", "int32", "int64", "float32", "float64")
 ARRAY_TAG = "__ndarray__"
 #: Largest message either side accepts (a 1080p RGB frame is 6.2 MB).
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
+#: Most entries one map or list of a message may have, and most maps, lists and entries it may hold in all. A message
+#: needs a few dozen; without a bound, 16 MiB of one-byte empty maps decode to ~1 GB of Python objects and stall
+#: every connection's event loop for seconds.
+MAX_CONTAINER_ITEMS = 1024
+MAX_MESSAGE_ITEMS = 65536
 
 # Error codes of an "error" reply.
 BAD_MESSAGE = "bad_message"  # not msgpack, not a map, unknown type, missing or mistyped field, bad array
@@ -72,7 +77,11 @@ def decode_array(obj: Mapping[str, Any], where: str) -> np.ndarray:
     if len(data) != expected:
         raise ProtocolError(BAD_MESSAGE, f"{where}: {len(data)} bytes of data for shape {shape} {dtype} "
                                          f"({expected} expected)")
-    return np.frombuffer(data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=False)
+    try:
+        array = np.frombuffer(data, dtype=dt).reshape(shape)
+    except ValueError as e:  # an empty array with a dimension numpy cannot hold (>= 2**63)
+        raise ProtocolError(BAD_MESSAGE, f"{where}: shape {shape} cannot be represented ({e})") from None
+    return array.astype(dt.newbyteorder("="), copy=False)
 
 
 def _encode_default(obj: Any) -> Any:
@@ -83,10 +92,28 @@ def _encode_default(obj: Any) -> Any:
     raise TypeError(f"cannot send {type(obj).__name__}")
 
 
-def _decode_hook(obj: dict[Any, Any]) -> Any:
-    if obj.get(ARRAY_TAG) is True:
-        return decode_array(obj, "array")
-    return obj
+class _Decoder:
+    """msgpack hooks for one message: count its maps, lists and entries (ProtocolError past MAX_MESSAGE_ITEMS) and
+    turn wire arrays into numpy arrays (if `arrays`)."""
+
+    def __init__(self, arrays: bool = True):
+        self.arrays, self.items = arrays, 0
+
+    def count(self, container: Any) -> Any:
+        self.items += 1 + len(container)
+        if self.items > MAX_MESSAGE_ITEMS:
+            raise ProtocolError(BAD_MESSAGE, f"message holds more than {MAX_MESSAGE_ITEMS} maps, lists and entries")
+        return container
+
+    def map(self, obj: dict[Any, Any]) -> Any:
+        self.count(obj)
+        if self.arrays and obj.get(ARRAY_TAG) is True:
+            return decode_array(obj, "array")
+        return obj
+
+    def unpackb(self, frame: bytes) -> Any:
+        return _msgpack().unpackb(frame, object_hook=self.map, list_hook=self.count, raw=False, strict_map_key=True,
+                                  max_map_len=MAX_CONTAINER_ITEMS, max_array_len=MAX_CONTAINER_ITEMS)
 
 
 # --- messages --------------------------------------------------------------------------------------------------------
@@ -111,12 +138,16 @@ def unpack(frame: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> di
         raise ProtocolError(BAD_MESSAGE, "text frame; messages are msgpack in binary frames")
     if len(frame) > max_bytes:
         raise ProtocolError(BAD_MESSAGE, f"message of {len(frame)} bytes exceeds {max_bytes}")
+    decoder = _Decoder()
     try:
-        message = _msgpack().unpackb(frame, object_hook=_decode_hook, raw=False, strict_map_key=True)
-    except ProtocolError:
+        message = decoder.unpackb(frame)
+    except ProtocolError as e:
+        if decoder.items <= MAX_MESSAGE_ITEMS:  # a malformed array: name the request's id if it has one
+            e.rid = _readable_id(frame)
         raise
-    except Exception as e:  # msgpack raises several types for truncated / invalid input
-        raise ProtocolError(BAD_MESSAGE, f"not a msgpack message ({type(e).__name__}: {e})") from None
+    except Exception as e:  # msgpack raises several types for truncated, invalid or over-limit input
+        detail = f"{type(e).__name__}: {e}"
+        raise ProtocolError(BAD_MESSAGE, f"not a msgpack message within the limits ({detail})") from None
     if not isinstance(message, dict):
         raise ProtocolError(BAD_MESSAGE, f"message is a msgpack {type(message).__name__}, expected a map")
     version = message.get("v")
@@ -124,8 +155,17 @@ def unpack(frame: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> di
         raise ProtocolError(UNSUPPORTED_VERSION, f"protocol version {version!r}; this side speaks {PROTOCOL_VERSION}",
                             request_id(message))
     if not isinstance(message.get("type"), str):
-        raise ProtocolError(BAD_MESSAGE, "message has no string 'type'")
+        raise ProtocolError(BAD_MESSAGE, "message has no string 'type'", request_id(message))
     return message
+
+
+def _readable_id(frame: bytes) -> int | None:
+    """The id of a message whose arrays are malformed (its maps read as they are), else None."""
+    try:
+        message = _Decoder(arrays=False).unpackb(frame)
+    except Exception:
+        return None
+    return request_id(message) if isinstance(message, dict) else None
 
 
 def request_id(message: Mapping[str, Any]) -> int | None:
@@ -197,9 +237,11 @@ class PolicySpec:
             value = _get(observation, key)
             if value.dtype.kind not in "fiu":
                 raise ProtocolError(BAD_OBSERVATION, f"{key!r}: expected numbers, got {value.dtype}")
-            value = value.astype(np.float32).reshape(-1)
-            if not np.isfinite(value).all():
-                raise ProtocolError(BAD_OBSERVATION, f"{key!r}: {int((~np.isfinite(value)).sum())} non-finite values")
+            with np.errstate(over="ignore"):  # a float64 beyond float32's range: inf, refused below
+                value = value.astype(np.float32).reshape(-1)
+            if not np.isfinite(value).all():  # as float32, which the policy computes in
+                raise ProtocolError(BAD_OBSERVATION, f"{key!r}: {int((~np.isfinite(value)).sum())} non-finite values "
+                                                     "(as float32)")
             total += value.size
             out[key] = value
         if total != self.proprio_dim:
