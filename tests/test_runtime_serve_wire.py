@@ -220,6 +220,18 @@ def test_messages_beyond_the_item_limits_are_refused_cheaply(client):
     assert client.recv()["type"] == "actions"
 
 
+def test_a_client_vanishing_mid_request_costs_nothing_else(port, client):
+    """Requests pipelined, then the TCP connection reset before any reply: the server goes on serving others."""
+    gone = WireClient(port)
+    for k in range(20):
+        gone.send(infer(k))
+    gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends RST
+    gone.close()
+    for k in range(3):
+        client.send(infer(100 + k, seed=k))
+    assert [client.recv()["id"] for _ in range(3)] == [100, 101, 102]
+
+
 def test_message_size_limit_exactly(port):
     """16 MiB is accepted (and answered: these bytes are not a request); one byte more, even in fragments, closes
     that connection with 1009 (RFC 6455 7.4.1)."""
