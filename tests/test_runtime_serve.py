@@ -253,6 +253,11 @@ def test_commands_fail_cleanly_on_bad_input(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--max-batch", "0"]) == 2
     assert "--max-batch must be >= 1" in capsys.readouterr().err
+    # refused before the checkpoint is read (it is missing here); they failed with a traceback after loading it
+    assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--port", "70000"]) == 2
+    assert "--port must be 0-65535 (0: a free one), got 70000" in capsys.readouterr().err
+    assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--threads", "-1"]) == 2
+    assert "--threads must be >= 0 (0: the library's default), got -1" in capsys.readouterr().err
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigError, S2PolicyError
-from .cli_args import add_runner_arguments, add_verbose_argument, setup_logging
+from .cli_args import add_runner_arguments, add_verbose_argument, check_runner_arguments, setup_logging
 from .protocol import (
     BAD_MESSAGE,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_batch < 1 or args.batch_wait_ms < 0:
             raise ConfigError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0 (got {args.max_batch}, "
                               f"{args.batch_wait_ms})")
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port must be 0-65535 (0: a free one), got {args.port}")
+        check_runner_arguments(args)
         if args.exported:
             service: ChunkService = ExportedChunkService(ExportedPolicy.load(args.exported, threads=args.threads))
         else:
