@@ -232,6 +232,21 @@ def test_a_client_vanishing_mid_request_costs_nothing_else(port, client):
     assert [client.recv()["id"] for _ in range(3)] == [100, 101, 102]
 
 
+def test_frames_may_be_any_size_up_to_a_side_ratio_of_8(client):
+    """S2 scales a frame's shorter side to fixed sizes, so its work grows with the ratio of the sides: a 2 x 2,700,000
+    frame (16 MB) once had the server killed for memory. Ratios up to 8 are served, beyond that refused."""
+    for k, shape in enumerate([(4, 32), (32, 4), (1, 1), (2, 200)]):
+        message = infer(k)
+        message["observation"]["agentview"] = wire(np.zeros((*shape, 3), np.uint8))
+        client.send(message)
+        reply = client.recv()
+        if shape == (2, 200):
+            assert (reply["code"], reply["id"]) == ("bad_observation", k), reply
+            assert "a 2x200 frame has a side over 8 times the other" in reply["message"]
+        else:
+            assert reply["type"] == "actions", reply
+
+
 def test_message_size_limit_exactly(port):
     """16 MiB is accepted (and answered: these bytes are not a request); one byte more, even in fragments, closes
     that connection with 1009 (RFC 6455 7.4.1)."""

@@ -35,6 +35,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
 #: every connection's event loop for seconds.
 MAX_CONTAINER_ITEMS = 1024
 MAX_MESSAGE_ITEMS = 65536
+#: Longest side of a camera frame over its shortest. S2 scales the shorter side to fixed sizes, so the encoder's work
+#: grows with the ratio: a 2 x 2,700,000 frame (16 MB) planned 6.75 million crops and the server was killed for memory.
+MAX_FRAME_ASPECT = 8
 
 # Error codes of an "error" reply.
 BAD_MESSAGE = "bad_message"  # not msgpack, not a map, unknown type, missing or mistyped field, bad array
@@ -227,6 +230,9 @@ class PolicySpec:
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
                 raise ProtocolError(BAD_OBSERVATION, f"camera {cam!r}: expected uint8 (H, W, 3), got "
                                                      f"{frame.dtype} {frame.shape}")
+            if max(frame.shape[:2]) > MAX_FRAME_ASPECT * min(frame.shape[:2]):
+                raise ProtocolError(BAD_OBSERVATION, f"camera {cam!r}: a {frame.shape[0]}x{frame.shape[1]} frame has a "
+                                                     f"side over {MAX_FRAME_ASPECT} times the other")
             fixed = self.frame_shapes.get(cam)
             if fixed and list(frame.shape[:2]) != list(fixed):
                 raise ProtocolError(BAD_OBSERVATION, f"camera {cam!r}: this policy takes {fixed[0]}x{fixed[1]} "
