@@ -188,13 +188,16 @@ def test_pipelined_requests_are_answered_in_order_with_their_ids(client):
     (lambda m: m["observation"].update(extra={"__ndarray__": True, "dtype": "uint8", "shape": [2**64 - 1, 0],
                                               "data": b""}), "bad_message", "cannot be represented"),
     (lambda m: m.pop("type"), "bad_message", "no string 'type'"),
+    (lambda m: (m.update(v=2), m["observation"]["proprio"].update(dtype="bfloat16")), "unsupported_version",
+     "protocol version 2"),  # another version's arrays may differ: its version is what is wrong
     (lambda m: m.update(prev_action=wire(np.array([1e300, 0, 0]))), "bad_message", "finite as float32"),
     (lambda m: m["observation"].update(proprio=wire(np.full(PROPRIO_DIM, 1e300))), "bad_observation",
      "non-finite values (as float32)"),
 ])
 def test_error_replies_carry_the_id_whenever_it_can_be_read(client, make, code, phrase):
-    """The spec: `id` is nil only when the request's id could not be read (a malformed array does not hide it). A
-    finite float64 beyond float32's range is refused as such, not run into a policy that would make NaN of it."""
+    """The spec: `id` is nil only when the request's id could not be read (a malformed array does not hide it, nor
+    the message's version). A finite float64 beyond float32's range is refused as such, not run into a policy that
+    would make NaN of it."""
     message = infer(23)
     make(message)
     client.send(message)

@@ -145,30 +145,37 @@ def unpack(frame: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> di
     try:
         message = decoder.unpackb(frame)
     except ProtocolError as e:
-        if decoder.items <= MAX_MESSAGE_ITEMS:  # a malformed array: name the request's id if it has one
-            e.rid = _readable_id(frame)
+        if decoder.items <= MAX_MESSAGE_ITEMS:  # a malformed array
+            e.rid = _id_of_malformed(frame)
         raise
     except Exception as e:  # msgpack raises several types for truncated, invalid or over-limit input
         detail = f"{type(e).__name__}: {e}"
         raise ProtocolError(BAD_MESSAGE, f"not a msgpack message within the limits ({detail})") from None
+    rid = _check_version(message)
+    if not isinstance(message.get("type"), str):
+        raise ProtocolError(BAD_MESSAGE, "message has no string 'type'", rid)
+    return message
+
+
+def _id_of_malformed(frame: bytes) -> int | None:
+    """A message whose arrays are malformed, read without them: ProtocolError (unsupported_version) if it is of
+    another version (whose arrays may differ), else its id (None if it has none or cannot be read)."""
+    try:
+        message = _Decoder(arrays=False).unpackb(frame)
+    except Exception:
+        return None
+    return _check_version(message) if isinstance(message, dict) else None
+
+
+def _check_version(message: Any) -> int | None:
+    """-> the message's id (None if it has no valid one); ProtocolError unless it is a map of this version."""
     if not isinstance(message, dict):
         raise ProtocolError(BAD_MESSAGE, f"message is a msgpack {type(message).__name__}, expected a map")
     version = message.get("v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(UNSUPPORTED_VERSION, f"protocol version {version!r}; this side speaks {PROTOCOL_VERSION}",
                             request_id(message))
-    if not isinstance(message.get("type"), str):
-        raise ProtocolError(BAD_MESSAGE, "message has no string 'type'", request_id(message))
-    return message
-
-
-def _readable_id(frame: bytes) -> int | None:
-    """The id of a message whose arrays are malformed (its maps read as they are), else None."""
-    try:
-        message = _Decoder(arrays=False).unpackb(frame)
-    except Exception:
-        return None
-    return request_id(message) if isinstance(message, dict) else None
+    return request_id(message)
 
 
 def request_id(message: Mapping[str, Any]) -> int | None:
