@@ -212,7 +212,7 @@ def test_messages_beyond_the_item_limits_are_refused_cheaply(client):
     """16 MiB of one-byte empty maps would decode to ~1 GB of Python objects and stall every connection for seconds;
     a message may hold at most 1024 entries in one map or list and 65536 maps, lists and entries in all."""
     flat = msgpack.packb({**infer(5), "extra": list(range(1025))}, use_bin_type=True)
-    nested = msgpack.packb({**infer(6), "extra": [[{}] * 1024] * 64}, use_bin_type=True)  # 64 * 2049 + 1 items and more
+    nested = msgpack.packb({**infer(6), "extra": [[{}] * 1024] * 64}, use_bin_type=True)  # > 64 * 2049 items
     client.send_frame(BINARY, flat)
     reply = client.recv()
     assert (reply["code"], reply["id"]) == ("bad_message", None) and "within the limits" in reply["message"]
