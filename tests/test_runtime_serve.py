@@ -117,7 +117,7 @@ def test_client_garbage_gets_error_replies_and_the_server_keeps_serving(mlp_ckpt
         ({**good, "id": "one"}, "bad_message", None, "'id' must be an integer"),
         ({**good, "observation": [1, 2]}, "bad_message", 1, "expected a map"),
         ({**good, "observation": {"proprio": proprio}}, "bad_observation", 1, "no 'agentview'"),
-        ({**good, "observation": {"agentview": bad_array, "proprio": proprio}}, "bad_message", None, "bytes of data"),
+        ({**good, "observation": {"agentview": bad_array, "proprio": proprio}}, "bad_message", 1, "bytes of data"),
         ({**good, "observation": {"agentview": wire_array(np.zeros((8, 8), np.uint8)), "proprio": proprio}},
          "bad_observation", 1, "expected uint8 (H, W, 3)"),
         ({**good, "observation": {"agentview": wire_array(obs["agentview"].astype(np.float32)), "proprio": proprio}},
@@ -129,7 +129,7 @@ def test_client_garbage_gets_error_replies_and_the_server_keeps_serving(mlp_ckpt
         ({**good, "prev_action": wire_array(np.zeros(2, np.float32))}, "bad_message", 1, "'prev_action' must be"),
         ({**good, "episode": "x"}, "bad_message", 1, "'episode' must be an integer"),
         ({**good, "observation": {"agentview": {**frame, "dtype": "complex64"}, "proprio": proprio}},
-         "bad_message", None, "dtype 'complex64'"),
+         "bad_message", 1, "dtype 'complex64'"),
         ([1, 2, 3], "bad_message", None, "expected a map"),
     ]
     service = tiny_service(mlp_ckpt)
@@ -253,6 +253,11 @@ def test_commands_fail_cleanly_on_bad_input(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--max-batch", "0"]) == 2
     assert "--max-batch must be >= 1" in capsys.readouterr().err
+    # refused before the checkpoint is read (it is missing here); they failed with a traceback after loading it
+    assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--port", "70000"]) == 2
+    assert "--port must be 0-65535 (0: a free one), got 70000" in capsys.readouterr().err
+    assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--threads", "-1"]) == 2
+    assert "--threads must be >= 0 (0: the library's default), got -1" in capsys.readouterr().err
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from ..errors import S2PolicyError
-from .cli_args import add_loop_arguments, add_runner_arguments, print_report, safety_config, setup_logging
+from .cli_args import (add_loop_arguments, add_runner_arguments, check_runner_arguments, print_report,
+                       safety_config, setup_logging)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from .export import ExportedPolicy
 
     try:
+        check_runner_arguments(args)
         exported = ExportedPolicy.load(args.exported, threads=args.threads) if args.exported else None
         if exported is not None:
             manifest = exported.manifest

@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import Any
 
+from ..errors import ConfigError
 from .cadence import CadenceReport
 from .safety import SafetyConfig
 
@@ -19,6 +20,12 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is often fastest on a busy CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder and head")
+
+
+def check_runner_arguments(args: argparse.Namespace) -> None:
+    """ConfigError for runner options that would fail only after the checkpoint is loaded."""
+    if args.threads is not None and args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0: the library's default), got {args.threads}")
 
 
 def add_loop_arguments(p: argparse.ArgumentParser, hz_help: str = "control rate") -> None:

@@ -30,6 +30,14 @@ WIRE_DTYPES = ("uint8", "int32", "int64", "float32", "float64")
 ARRAY_TAG = "__ndarray__"
 #: Largest message either side accepts (a 1080p RGB frame is 6.2 MB).
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
+#: Most entries one map or list of a message may have, and most maps, lists and entries it may hold in all. A message
+#: needs a few dozen; without a bound, 16 MiB of one-byte empty maps decode to ~1 GB of Python objects and stall
+#: every connection's event loop for seconds.
+MAX_CONTAINER_ITEMS = 1024
+MAX_MESSAGE_ITEMS = 65536
+#: Longest side of a camera frame over its shortest. S2 scales the shorter side to fixed sizes, so the encoder's work
+#: grows with the ratio: a 2 x 2,700,000 frame (16 MB) planned 6.75 million crops and the server was killed for memory.
+MAX_FRAME_ASPECT = 8
 
 # Error codes of an "error" reply.
 BAD_MESSAGE = "bad_message"  # not msgpack, not a map, unknown type, missing or mistyped field, bad array
@@ -72,7 +80,11 @@ def decode_array(obj: Mapping[str, Any], where: str) -> np.ndarray:
     if len(data) != expected:
         raise ProtocolError(BAD_MESSAGE, f"{where}: {len(data)} bytes of data for shape {shape} {dtype} "
                                          f"({expected} expected)")
-    return np.frombuffer(data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=False)
+    try:
+        array = np.frombuffer(data, dtype=dt).reshape(shape)
+    except ValueError as e:  # an empty array with a dimension numpy cannot hold (>= 2**63)
+        raise ProtocolError(BAD_MESSAGE, f"{where}: shape {shape} cannot be represented ({e})") from None
+    return array.astype(dt.newbyteorder("="), copy=False)
 
 
 def _encode_default(obj: Any) -> Any:
@@ -83,10 +95,28 @@ def _encode_default(obj: Any) -> Any:
     raise TypeError(f"cannot send {type(obj).__name__}")
 
 
-def _decode_hook(obj: dict[Any, Any]) -> Any:
-    if obj.get(ARRAY_TAG) is True:
-        return decode_array(obj, "array")
-    return obj
+class _Decoder:
+    """msgpack hooks for one message: count its maps, lists and entries (ProtocolError past MAX_MESSAGE_ITEMS) and
+    turn wire arrays into numpy arrays (if `arrays`)."""
+
+    def __init__(self, arrays: bool = True):
+        self.arrays, self.items = arrays, 0
+
+    def count(self, container: Any) -> Any:
+        self.items += 1 + len(container)
+        if self.items > MAX_MESSAGE_ITEMS:
+            raise ProtocolError(BAD_MESSAGE, f"message holds more than {MAX_MESSAGE_ITEMS} maps, lists and entries")
+        return container
+
+    def map(self, obj: dict[Any, Any]) -> Any:
+        self.count(obj)
+        if self.arrays and obj.get(ARRAY_TAG) is True:
+            return decode_array(obj, "array")
+        return obj
+
+    def unpackb(self, frame: bytes) -> Any:
+        return _msgpack().unpackb(frame, object_hook=self.map, list_hook=self.count, raw=False, strict_map_key=True,
+                                  max_map_len=MAX_CONTAINER_ITEMS, max_array_len=MAX_CONTAINER_ITEMS)
 
 
 # --- messages --------------------------------------------------------------------------------------------------------
@@ -111,21 +141,41 @@ def unpack(frame: bytes | str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> di
         raise ProtocolError(BAD_MESSAGE, "text frame; messages are msgpack in binary frames")
     if len(frame) > max_bytes:
         raise ProtocolError(BAD_MESSAGE, f"message of {len(frame)} bytes exceeds {max_bytes}")
+    decoder = _Decoder()
     try:
-        message = _msgpack().unpackb(frame, object_hook=_decode_hook, raw=False, strict_map_key=True)
-    except ProtocolError:
+        message = decoder.unpackb(frame)
+    except ProtocolError as e:
+        if decoder.items <= MAX_MESSAGE_ITEMS:  # a malformed array
+            e.rid = _id_of_malformed(frame)
         raise
-    except Exception as e:  # msgpack raises several types for truncated / invalid input
-        raise ProtocolError(BAD_MESSAGE, f"not a msgpack message ({type(e).__name__}: {e})") from None
+    except Exception as e:  # msgpack raises several types for truncated, invalid or over-limit input
+        detail = f"{type(e).__name__}: {e}"
+        raise ProtocolError(BAD_MESSAGE, f"not a msgpack message within the limits ({detail})") from None
+    rid = _check_version(message)
+    if not isinstance(message.get("type"), str):
+        raise ProtocolError(BAD_MESSAGE, "message has no string 'type'", rid)
+    return message
+
+
+def _id_of_malformed(frame: bytes) -> int | None:
+    """A message whose arrays are malformed, read without them: ProtocolError (unsupported_version) if it is of
+    another version (whose arrays may differ), else its id (None if it has none or cannot be read)."""
+    try:
+        message = _Decoder(arrays=False).unpackb(frame)
+    except Exception:
+        return None
+    return _check_version(message) if isinstance(message, dict) else None
+
+
+def _check_version(message: Any) -> int | None:
+    """-> the message's id (None if it has no valid one); ProtocolError unless it is a map of this version."""
     if not isinstance(message, dict):
         raise ProtocolError(BAD_MESSAGE, f"message is a msgpack {type(message).__name__}, expected a map")
     version = message.get("v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(UNSUPPORTED_VERSION, f"protocol version {version!r}; this side speaks {PROTOCOL_VERSION}",
                             request_id(message))
-    if not isinstance(message.get("type"), str):
-        raise ProtocolError(BAD_MESSAGE, "message has no string 'type'")
-    return message
+    return request_id(message)
 
 
 def request_id(message: Mapping[str, Any]) -> int | None:
@@ -187,6 +237,9 @@ class PolicySpec:
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
                 raise ProtocolError(BAD_OBSERVATION, f"camera {cam!r}: expected uint8 (H, W, 3), got "
                                                      f"{frame.dtype} {frame.shape}")
+            if max(frame.shape[:2]) > MAX_FRAME_ASPECT * min(frame.shape[:2]):
+                raise ProtocolError(BAD_OBSERVATION, f"camera {cam!r}: a {frame.shape[0]}x{frame.shape[1]} frame has a "
+                                                     f"side over {MAX_FRAME_ASPECT} times the other")
             fixed = self.frame_shapes.get(cam)
             if fixed and list(frame.shape[:2]) != list(fixed):
                 raise ProtocolError(BAD_OBSERVATION, f"camera {cam!r}: this policy takes {fixed[0]}x{fixed[1]} "
@@ -197,9 +250,11 @@ class PolicySpec:
             value = _get(observation, key)
             if value.dtype.kind not in "fiu":
                 raise ProtocolError(BAD_OBSERVATION, f"{key!r}: expected numbers, got {value.dtype}")
-            value = value.astype(np.float32).reshape(-1)
-            if not np.isfinite(value).all():
-                raise ProtocolError(BAD_OBSERVATION, f"{key!r}: {int((~np.isfinite(value)).sum())} non-finite values")
+            with np.errstate(over="ignore"):  # a float64 beyond float32's range: inf, refused below
+                value = value.astype(np.float32).reshape(-1)
+            if not np.isfinite(value).all():  # as float32, which the policy computes in
+                raise ProtocolError(BAD_OBSERVATION, f"{key!r}: {int((~np.isfinite(value)).sum())} non-finite values "
+                                                     "(as float32)")
             total += value.size
             out[key] = value
         if total != self.proprio_dim:

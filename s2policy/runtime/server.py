@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ConfigError, S2PolicyError
-from .cli_args import add_runner_arguments, add_verbose_argument, setup_logging
+from .cli_args import add_runner_arguments, add_verbose_argument, check_runner_arguments, setup_logging
 from .protocol import (
     BAD_MESSAGE,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -98,7 +99,7 @@ class PolicyServer:
         batcher = asyncio.create_task(self._batcher())
         # No permessage-deflate: frames are camera images, which it cannot shrink much for its CPU cost.
         async with serve(self._handle, self.host, self.port, compression=None, max_size=self.max_message_bytes,
-                         process_request=self._health, ping_interval=5, ping_timeout=10) as server:
+                         process_request=self._before_handshake, ping_interval=5, ping_timeout=10) as server:
             port = server.sockets[0].getsockname()[1]
             log.info("serving on ws://%s:%d (protocol %d)", self.host, port, PROTOCOL_VERSION)
             if ready is not None:
@@ -106,15 +107,28 @@ class PolicyServer:
             await self._stopping.wait()
         batcher.cancel()
 
-    # --- health ------------------------------------------------------------------------------------------------
+    # --- plain HTTP: health, version negotiation ----------------------------------------------------------------
+    def _before_handshake(self, connection: Any, request: Any) -> Any:
+        """The health check, or the answer RFC 6455 (4.2.2) requires to a WebSocket version other than 13 (426 with
+        the versions we speak; the library says 400 without them); None goes on with the handshake."""
+        if request.path.split("?")[0] == "/healthz":
+            return self._health(connection, request)
+        versions = request.headers.get_all("Sec-WebSocket-Version")
+        if versions and versions != ["13"]:
+            response = connection.respond(HTTPStatus.UPGRADE_REQUIRED, f"WebSocket version {', '.join(versions)} is "
+                                                                       "not supported; this server speaks 13\n")
+            response.headers["Sec-WebSocket-Version"] = "13"
+            return response
+        return None
+
     def _health(self, connection: Any, request: Any) -> Any:
-        if request.path.split("?")[0] != "/healthz":
-            return None  # go on with the WebSocket handshake
         body = {"status": "ok", "protocol": PROTOCOL_VERSION, "uptime_s": round(time.monotonic() - self._started, 1),
                 "policy": self.service.spec.to_dict(), **self.stats}
         response = connection.respond(HTTPStatus.OK, json.dumps(body) + "\n")
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
+        if getattr(request, "method", "GET") == "HEAD":  # the GET's headers, no content (RFC 9110, 9.3.2)
+            response = dataclasses.replace(response, body=b"")
         return response
 
     # --- one connection ----------------------------------------------------------------------------------------
@@ -172,14 +186,7 @@ class PolicyServer:
         if episode is not None and (not isinstance(episode, int) or isinstance(episode, bool)):
             raise ProtocolError(BAD_MESSAGE, f"'episode' must be an integer, got {episode!r:.80}")
         prev = message.get("prev_action")
-        if prev is not None:
-            if (not isinstance(prev, np.ndarray) or prev.dtype.kind != "f" or prev.shape != (spec.action_dim,)
-                    or not np.isfinite(prev).all()):
-                raise ProtocolError(BAD_MESSAGE, f"'prev_action' must be finite float ({spec.action_dim},), got "
-                                                 f"{getattr(prev, 'dtype', type(prev).__name__)} "
-                                                 f"{getattr(prev, 'shape', '')}")
-            prev = prev.astype(np.float32)
-        return ChunkRequest(session, inputs, episode, prev)
+        return ChunkRequest(session, inputs, episode, None if prev is None else _prev_action(prev, spec.action_dim))
 
     # --- batching ----------------------------------------------------------------------------------------------
     async def _infer(self, request: ChunkRequest) -> tuple[ChunkResult, float]:
@@ -211,6 +218,20 @@ class PolicyServer:
             for (_, future, queued_at), result in zip(batch, results):
                 if not future.done():  # the connection may have gone meanwhile
                     future.set_result((result, started - queued_at))
+
+
+def _prev_action(value: Any, action_dim: int) -> np.ndarray:
+    """A request's prev_action as float32 (action_dim,); ProtocolError unless it is a float array of that shape whose
+    values are finite as float32, which the policy computes in (a finite float64 beyond its range would be inf)."""
+    ok = isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.shape == (action_dim,)
+    if ok:
+        with np.errstate(over="ignore"):
+            action = value.astype(np.float32)
+        ok = bool(np.isfinite(action).all())
+    if not ok:
+        got = f"{getattr(value, 'dtype', type(value).__name__)} {getattr(value, 'shape', '')}"
+        raise ProtocolError(BAD_MESSAGE, f"'prev_action' must be float ({action_dim},) finite as float32, got {got}")
+    return action
 
 
 def _server_name() -> str:
@@ -249,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_batch < 1 or args.batch_wait_ms < 0:
             raise ConfigError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0 (got {args.max_batch}, "
                               f"{args.batch_wait_ms})")
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port must be 0-65535 (0: a free one), got {args.port}")
+        check_runner_arguments(args)
         if args.exported:
             service: ChunkService = ExportedChunkService(ExportedPolicy.load(args.exported, threads=args.threads))
         else:
