@@ -190,6 +190,8 @@ def test_pipelined_requests_are_answered_in_order_with_their_ids(client):
     (lambda m: m.pop("type"), "bad_message", "no string 'type'"),
     (lambda m: (m.update(v=2), m["observation"]["proprio"].update(dtype="bfloat16")), "unsupported_version",
      "protocol version 2"),  # another version's arrays may differ: its version is what is wrong
+    (lambda m: m.update(v=True), "unsupported_version", "protocol version True"),  # equal to 1 in Python only
+    (lambda m: m.update(v=1.0), "unsupported_version", "protocol version 1.0"),
     (lambda m: m.update(prev_action=wire(np.array([1e300, 0, 0]))), "bad_message", "finite as float32"),
     (lambda m: m["observation"].update(proprio=wire(np.full(PROPRIO_DIM, 1e300))), "bad_observation",
      "non-finite values (as float32)"),

@@ -172,7 +172,7 @@ def _check_version(message: Any) -> int | None:
     if not isinstance(message, dict):
         raise ProtocolError(BAD_MESSAGE, f"message is a msgpack {type(message).__name__}, expected a map")
     version = message.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # 1.0 and true equal 1 in Python, not on the wire
         raise ProtocolError(UNSUPPORTED_VERSION, f"protocol version {version!r}; this side speaks {PROTOCOL_VERSION}",
                             request_id(message))
     return request_id(message)
