@@ -299,3 +299,33 @@ def test_an_unsupported_websocket_version_gets_426_naming_13(port):
     answer = http(port, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 426") and b"\r\nSec-WebSocket-Version: 13\r\n" in answer
+
+
+def test_robots_beyond_max_connections_get_503_and_a_freed_place_is_taken_again(tmp_path):
+    """Each connection may buffer messages of up to 16 MiB in the WebSocket library: the cap bounds the memory."""
+    ckpt = write_tiny_checkpoint(tmp_path / "p.safetensors")
+    server = PolicyServer(ChunkService(PolicyRunner.from_checkpoint(ckpt, device="cpu", warmup_steps=0)), port=0,
+                          max_connections=2)
+    port = server.start()
+    try:
+        first, second = WireClient(port), WireClient(port)
+        upgrade = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        refused = http(port, upgrade)
+        assert refused.startswith(b"HTTP/1.1 503") and b"\r\nRetry-After: 1\r\n" in refused
+        assert b"at most 2 connections" in refused
+        assert b'"open_connections": 2' in http(port, b"GET /healthz HTTP/1.0\r\n\r\n")  # health is not a robot
+        first.send_frame(CLOSE, struct.pack("!H", 1000))
+        assert first.recv_frame()[1] == CLOSE
+        first.close()
+        for _ in range(100):  # the server notices the closed connection asynchronously
+            if b'"open_connections": 1' in http(port, b"GET /healthz HTTP/1.0\r\n\r\n"):
+                break
+        third = WireClient(port)
+        third.send(infer(1))
+        assert third.recv()["type"] == "actions"
+        second.send(infer(2))
+        assert second.recv()["type"] == "actions"
+        second.close(), third.close()
+    finally:
+        server.stop()

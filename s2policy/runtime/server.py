@@ -46,6 +46,9 @@ from .service import ChunkRequest, ChunkResult, ChunkService
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8000
+#: Connections served at once; each may buffer up to 16 messages of max_message_bytes in the WebSocket library, so
+#: the cap bounds memory. Robots beyond it get HTTP 503 at the handshake.
+DEFAULT_MAX_CONNECTIONS = 16
 
 
 class PolicyServer:
@@ -53,12 +56,14 @@ class PolicyServer:
     benchmarks) and returns the bound port (pass port=0 for a free one)."""
 
     def __init__(self, service: ChunkService, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                 max_batch: int = 8, batch_wait: float = 0.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
-        if max_batch < 1 or batch_wait < 0:
-            raise ConfigError(f"max_batch must be >= 1 and batch_wait >= 0 (got {max_batch}, {batch_wait})")
-        self.service, self.host, self.port = service, host, port
+                 max_batch: int = 8, batch_wait: float = 0.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS):
+        if max_batch < 1 or batch_wait < 0 or max_connections < 1:
+            raise ConfigError(f"max_batch and max_connections must be >= 1 and batch_wait >= 0 (got {max_batch}, "
+                              f"{max_connections}, {batch_wait})")
+        self.service, self.host, self.port, self.max_connections = service, host, port, max_connections
         self.max_batch, self.batch_wait, self.max_message_bytes = max_batch, batch_wait, max_message_bytes
-        self.stats = {"connections": 0, "requests": 0, "errors": 0, "batches": 0, "largest_batch": 0}
+        self.stats = {"connections": 0, "open_connections": 0, "requests": 0, "errors": 0, "batches": 0, "largest_batch": 0}
         self._started = time.monotonic()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2policy-serve")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,6 +118,11 @@ class PolicyServer:
         the versions we speak; the library says 400 without them); None goes on with the handshake."""
         if request.path.split("?")[0] == "/healthz":
             return self._health(connection, request)
+        if self.stats["open_connections"] >= self.max_connections:
+            response = connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"this server takes at most "
+                                                                          f"{self.max_connections} connections\n")
+            response.headers["Retry-After"] = "1"
+            return response
         versions = request.headers.get_all("Sec-WebSocket-Version")
         if versions and versions != ["13"]:
             response = connection.respond(HTTPStatus.UPGRADE_REQUIRED, f"WebSocket version {', '.join(versions)} is "
@@ -136,6 +146,7 @@ class PolicyServer:
         from websockets.exceptions import ConnectionClosed
 
         self.stats["connections"] += 1
+        self.stats["open_connections"] += 1
         session = self.service.session()
         peer = getattr(ws, "remote_address", None)
         log.info("robot connected: %s", peer)
@@ -148,6 +159,7 @@ class PolicyServer:
         except ConnectionClosed:
             pass
         finally:
+            self.stats["open_connections"] -= 1
             log.info("robot disconnected: %s", peer)
 
     async def _answer(self, frame: bytes | str, session: Any) -> dict[str, Any]:
@@ -251,6 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (printed)")
     add_runner_arguments(p)
     p.add_argument("--max-batch", type=int, default=8, help="most requests run as one batch")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                   help="robots served at once; more get HTTP 503 at the handshake (bounds the server's memory)")
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="wait this long for more requests before running a batch (0: batch only what is queued)")
     p.add_argument("--warmup-frame-size", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -267,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     from .service import ExportedChunkService
 
     try:
-        if args.max_batch < 1 or args.batch_wait_ms < 0:
-            raise ConfigError(f"--max-batch must be >= 1 and --batch-wait-ms >= 0 (got {args.max_batch}, "
-                              f"{args.batch_wait_ms})")
+        if args.max_batch < 1 or args.max_connections < 1 or args.batch_wait_ms < 0:
+            raise ConfigError(f"--max-batch and --max-connections must be >= 1 and --batch-wait-ms >= 0 (got "
+                              f"{args.max_batch}, {args.max_connections}, {args.batch_wait_ms})")
         if not 0 <= args.port <= 65535:
             raise ConfigError(f"--port must be 0-65535 (0: a free one), got {args.port}")
         check_runner_arguments(args)
@@ -280,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.checkpoint, device=args.device, precision=args.precision, compile=args.compile,
                 threads=args.threads, warmup_steps=0))
         service.warmup(tuple(args.warmup_frame_size) if args.warmup_frame_size else None)
-        server = PolicyServer(service, args.host, args.port, args.max_batch, args.batch_wait_ms / 1e3)
+        server = PolicyServer(service, args.host, args.port, args.max_batch, args.batch_wait_ms / 1e3,
+                              max_connections=args.max_connections)
     except (S2PolicyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
