@@ -252,7 +252,9 @@ def test_commands_fail_cleanly_on_bad_input(tmp_path, capsys):
     assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
     assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--max-batch", "0"]) == 2
-    assert "--max-batch must be >= 1" in capsys.readouterr().err
+    assert "--max-batch and --max-connections must be >= 1" in capsys.readouterr().err
+    assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--max-connections", "0"]) == 2
+    assert "(got 8, 0, 0.0)" in capsys.readouterr().err
     # refused before the checkpoint is read (it is missing here); they failed with a traceback after loading it
     assert server.main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--port", "70000"]) == 2
     assert "--port must be 0-65535 (0: a free one), got 70000" in capsys.readouterr().err
