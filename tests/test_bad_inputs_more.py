@@ -159,6 +159,11 @@ ROBOMIMIC_DAMAGE: dict[str, tuple[Callable[[Path], Path], str]] = {
                                "data attr env_args must be a JSON object, got str"),
     "env_kwargs_not_an_object": (lambda p: edit(p, lambda f: f["data"].attrs.__setitem__(
         "env_args", json.dumps({**ENV_ARGS, "env_kwargs": [1]}))), "'env_kwargs' must be a JSON object, got [1]"),
+    "actions_without_dimensions": (lambda p: edit(p, lambda f: replace(f, "data/demo_0/actions", np.zeros((4, 0)))),
+                                   "demo demo_0, key 'actions': no action dimension (shape (4, 0))"),
+    "images_of_no_pixels": (lambda p: edit(p, lambda f: replace(f, "data/demo_0/obs/agentview_image",
+                                                                np.zeros((4, 0, 0, 3), np.uint8))),
+                            "demo demo_0, key 'obs/agentview_image': images of no pixels, shape (4, 0, 0, 3)"),
     "env_args_bytes_not_utf8": (lambda p: edit(p, lambda f: f["data"].attrs.__setitem__("env_args", np.bytes_(b"\xff{"))),
                                 "data attr env_args is not valid JSON: 'utf-8' codec can't decode"),
 }
@@ -246,6 +251,9 @@ LEROBOT_DAMAGE: dict[str, tuple[str, Callable[[Path], None], str]] = {
                              "the episode metadata lists episode_index [1] more than once"),
     "timestamps_at_twice_the_fps": ("v30", edit_column(V30_DATA, "timestamp", lambda ts: [2 * t for t in ts]),
                                     "episode 0, column 'timestamp': 0.2 s at frame 1, expected 0.1 s"),
+    "episode_of_no_frames": ("v21", lambda root: (root / "meta/episodes.jsonl").write_text(
+        (root / "meta/episodes.jsonl").read_text().replace('"length": 9', '"length": 0')),
+        "the episode metadata gives episode(s) [1] no frames (length < 1)"),
     "frame_repeated": ("v21", edit_column("data/chunk-000/episode_000000.parquet", "frame_index",
                                           lambda ids: [0, 0, *ids[2:]]),
                        "episode 0, column 'frame_index': expected 0..11, got 0 at position 1"),

@@ -210,6 +210,9 @@ class LeRobotReader(EpisodeReader):
         repeated = sorted(i for i, n in Counter(ep.index for ep in episodes).items() if n > 1)
         if repeated:
             raise DatasetError(f"{self.path}: the episode metadata lists episode_index {repeated[:5]} more than once")
+        empty = [ep.index for ep in episodes if ep.length < 1]
+        if empty:
+            raise DatasetError(f"{self.path}: the episode metadata gives episode(s) {empty[:5]} no frames (length < 1)")
         return sorted(episodes, key=lambda e: e.index)
 
     def _read_episodes_v30(self) -> list[LeRobotEpisode]:

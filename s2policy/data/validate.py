@@ -33,6 +33,8 @@ def _check_demo(group: h5py.Group, key: str, reference: dict[str, tuple] | None)
     dtype, shape = actions.dtype, actions.shape
     if len(shape) != 2 or not np.issubdtype(dtype, np.floating):
         return [f"{where}, key 'actions': expected float (T, A), got {dtype} {shape}"], {}
+    if shape[1] == 0:
+        return [f"{where}, key 'actions': no action dimension (shape {shape})"], {}
     length = group.attrs.get("num_samples", shape[0])
     if not (np.ndim(length) == 0 and np.issubdtype(np.asarray(length).dtype, np.integer) and length >= 0):
         return [f"{where}: attr num_samples must be a non-negative integer, got {length!r}"], {}
@@ -89,6 +91,8 @@ def _check_array(ds: h5py.Dataset, where: str, length: int, image_allowed: bool)
     if image_allowed and (len(shape) >= 3 or dtype == np.uint8):
         if not (dtype == np.uint8 and len(shape) == 4 and shape[-1] == 3):
             return [f"{where}: images must be uint8 (T, H, W, 3), got {dtype} {shape}"]
+        if min(shape[1:3]) == 0:
+            return [f"{where}: images of no pixels, shape {shape}"]
         return []
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         return [f"{where}: expected numbers, got dtype {dtype}"]
