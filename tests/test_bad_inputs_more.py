@@ -131,6 +131,21 @@ def test_robomimic_style_file_reads_as_robomimic_reads_it(tmp_path, compression,
         np.testing.assert_array_equal(item["obs"]["agentview_image"][0], frames[t])
 
 
+def test_depth_maps_and_uint8_flags_are_not_mistaken_for_camera_frames(tmp_path):
+    """Newer robomimic versions store depth as float (T, H, W, 1) `<camera>_depth`; other tools keep uint8 low-dim
+    flags. Neither is a camera's frames (uint8 (T, H, W, 3) `<camera>_image`), so neither may fail the check."""
+    path = write_robomimic_style(tmp_path / "demos.hdf5")
+    with h5py.File(path, "a") as f:
+        for demo in f["data"].values():
+            t = demo["actions"].shape[0]
+            demo.create_dataset("obs/agentview_depth", data=np.full((t, 16, 16, 1), 0.5, np.float32), compression="gzip")
+            demo.create_dataset("obs/contact_flags", data=np.ones((t, 2), np.uint8))
+    assert data_cli(["validate", str(path)]) == 0
+    with open_episodes(path) as ds:
+        assert ds.cameras == ["agentview"]
+        assert ds.read_lowdim("demo_10", ["contact_flags"])["contact_flags"].shape == (5, 2)
+
+
 def _num_samples(value):
     return lambda f: f["data/demo_3"].attrs.__setitem__("num_samples", value)
 

@@ -81,14 +81,16 @@ def _nonfinite(values: np.ndarray) -> str:
 
 
 def _check_array(ds: h5py.Dataset, where: str, length: int, image_allowed: bool) -> list[str]:
-    """Length num_samples. Images (uint8 or >= 3-D, when allowed): uint8 (T, H, W, 3), from the metadata only, never
-    read. Anything else: numbers, finite when floating point (read in full: low-dim arrays are small)."""
+    """Length num_samples. Camera frames (obs keys `*_image`, or uint8 arrays of >= 3 dims; when allowed): uint8
+    (T, H, W, 3), from the metadata only, never read. Other per-pixel maps (>= 4 dims: depth (T, H, W, 1) float,
+    segmentation, as newer robomimic versions store them): numbers, not read. Anything else: numbers, finite when
+    floating point (read in full: low-dim arrays are small; uint8 ones such as flags included)."""
     if not isinstance(ds, h5py.Dataset):
         return [f"{where}: expected an array, found {_kind(ds)}"]
     dtype, shape = ds.dtype, ds.shape
     if shape[:1] != (length,):
         return [f"{where}: length {shape[:1]} != num_samples {length}"]
-    if image_allowed and (len(shape) >= 3 or dtype == np.uint8):
+    if image_allowed and (ds.name.endswith("_image") or (dtype == np.uint8 and len(shape) >= 3)):
         if not (dtype == np.uint8 and len(shape) == 4 and shape[-1] == 3):
             return [f"{where}: images must be uint8 (T, H, W, 3), got {dtype} {shape}"]
         if min(shape[1:3]) == 0:
@@ -96,7 +98,7 @@ def _check_array(ds: h5py.Dataset, where: str, length: int, image_allowed: bool)
         return []
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         return [f"{where}: expected numbers, got dtype {dtype}"]
-    if np.issubdtype(dtype, np.floating):
+    if np.issubdtype(dtype, np.floating) and not (image_allowed and len(shape) >= 4):
         values = ds[()]
         if not np.all(np.isfinite(values)):
             return [f"{where}: {_nonfinite(values)}"]
