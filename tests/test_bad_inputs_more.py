@@ -294,6 +294,33 @@ def test_lerobot_dataset_without_statistics_reads(version, optional, tmp_path):
     assert data_cli(["validate", str(root)]) == 0
 
 
+def test_long_episode_with_float32_timestamps_reads(tmp_path):
+    """LeRobot's writer stores timestamp = frame_index / fps as float32; 40,000 frames at 30 fps (22 minutes) round
+    by up to 6e-5 s per value, more than LeRobot's 1e-4 s tolerance allows between two frames if taken literally."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    root = copy_fixture("v21", tmp_path)
+    frames, fps = 40_000, 30
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"] = {k: v for k, v in info["features"].items() if v["dtype"] != "video"}  # rows only
+    episodes = [json.loads(line) for line in (root / "meta/episodes.jsonl").read_text().splitlines()]
+    episodes = [{**episodes[0], "length": frames}]
+    info.update(fps=fps, total_episodes=1, total_frames=frames)
+    (root / "meta/info.json").write_text(json.dumps(info))
+    (root / "meta/episodes.jsonl").write_text(json.dumps(episodes[0]) + "\n")
+    data = root / "data/chunk-000/episode_000000.parquet"
+    first = pq.read_table(data).slice(0, 1).to_pylist()[0]
+    steps = np.arange(frames)
+    table = pa.table({"observation.state": pa.array([first["observation.state"]] * frames, pa.list_(pa.float32(), 6)),
+                      "action": pa.array([first["action"]] * frames, pa.list_(pa.float32(), 6)),
+                      "timestamp": pa.array((steps / fps).astype(np.float32)), "frame_index": pa.array(steps),
+                      "episode_index": pa.array(np.zeros(frames, np.int64)), "index": pa.array(steps),
+                      "task_index": pa.array(np.zeros(frames, np.int64))})
+    pq.write_table(table, data)
+    assert data_cli(["validate", str(root)]) == 0
+
+
 def test_undecodable_video_leaves_no_feature_cache(tmp_path):
     """A stream damaged inside (sizes intact: the check passes) fails when decoded; the partial cache goes."""
     pytest.importorskip("av")

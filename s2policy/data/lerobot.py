@@ -376,12 +376,14 @@ class LeRobotReader(EpisodeReader):
                                f"got {int(frame_index[bad])} at position {bad} (rows missing or repeated)")
         if "timestamp" not in rows.column_names:
             return
-        stamps = rows.column("timestamp").to_numpy().astype(np.float64)[order]
-        expected = frame_index / self.fps
-        steps = np.diff(stamps)
+        stored = rows.column("timestamp").to_numpy()[order]
+        stamps, expected = stored.astype(np.float64), frame_index / self.fps
+        # LeRobot stores float32 seconds: after ~10 minutes their rounding alone exceeds 1e-4 s between frames
+        rounding = 2 * np.spacing(np.abs(stored[1:])).astype(np.float64) if np.issubdtype(stored.dtype, np.floating) \
+            else 0.0
         # written as "not within" so that NaN timestamps fail too
         off = np.flatnonzero(~(np.abs(stamps - expected) <= 0.4 / self.fps) |
-                             np.r_[False, ~(np.abs(steps - 1 / self.fps) <= TIMESTAMP_TOLERANCE_S)])
+                             np.r_[False, ~(np.abs(np.diff(stamps) - 1 / self.fps) <= TIMESTAMP_TOLERANCE_S + rounding)])
         if len(off):
             i = int(off[0])
             raise DatasetError(f"{ep.data_file}: episode {ep.index}, column 'timestamp': {stamps[i]:.6g} s at frame {i}, "
