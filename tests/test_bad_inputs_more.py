@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -191,17 +194,6 @@ def test_damaged_robomimic_file_is_refused_cleanly(name, tmp_path, capsys):
     assert_refused(path, tmp_path, expect, capsys)
 
 
-def test_unreadable_file_is_refused_cleanly(tmp_path, capsys, monkeypatch):
-    """No read permission (root reads any file, so HDF5's refusal is reproduced as h5py reports it)."""
-    path = write_robomimic_style(tmp_path / "demos.hdf5")
-
-    def refuse(name):
-        raise PermissionError(13, "Unable to determine if file is accessible as hdf5 (Permission denied)")
-
-    monkeypatch.setattr(h5py, "is_hdf5", refuse)
-    assert_refused(path, tmp_path, "demos.hdf5: cannot open HDF5 file: [Errno 13]", capsys)
-
-
 # ---- LeRobot folders written by LeRobot, then damaged ----------------------------------------------------------------
 def copy_fixture(version: str, folder: Path) -> Path:
     return Path(shutil.copytree(FIXTURES / version, folder / version))
@@ -283,6 +275,39 @@ def test_damaged_lerobot_dataset_is_refused_cleanly(name, tmp_path, capsys):
     root = copy_fixture(version, tmp_path)
     damage(root)
     assert_refused(root, tmp_path, expect, capsys)
+
+
+def validate_as_a_user(path: Path) -> subprocess.CompletedProcess:
+    """`python -m s2policy.data validate path` in a process that honours file permissions: as root (which reads any
+    file) without the capabilities that let it."""
+    command = [sys.executable, "-m", "s2policy.data", "validate", str(path)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        caps = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("name", ["robomimic file", "lerobot video"])
+def test_unreadable_file_is_refused_cleanly(name, tmp_path):
+    if name == "robomimic file":
+        target = root = write_robomimic_style(tmp_path / "demos.hdf5")
+    else:
+        root = copy_fixture("v30", tmp_path)
+        target = root / V30_FRONT
+    before = snapshot(tmp_path)
+    target.chmod(0)
+    try:
+        done = validate_as_a_user(root)
+    finally:
+        target.chmod(0o644)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Permission denied" in done.stderr and target.name in done.stderr, done.stderr
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("version,optional", [("v30", "meta/stats.json"), ("v21", "meta/episodes_stats.jsonl")])

@@ -108,6 +108,8 @@ def _parquet(read: Any, f: Path, **kwargs: Any) -> Any:
     DatasetError naming it. pyarrow raises OSError or ArrowInvalid (a ValueError) for those."""
     try:
         return read(f, **kwargs)
+    except PermissionError as e:
+        raise DatasetError(f"{f}: cannot read: {e}") from e
     except (OSError, ValueError) as e:
         raise DatasetError(f"{f}: unreadable Parquet file ({e}); the file is truncated or damaged") from e
 

@@ -243,7 +243,7 @@ def validate_lerobot(path: str | os.PathLike) -> None:
     outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises from the data).
     """
     from .lerobot import ACTION_FEATURE, INFO_FILE, LeRobotReader
-    from .video import mp4_truncation, stream_info
+    from .video import mp4_problem, stream_info
 
     path = Path(path)
     problems: list[str] = []
@@ -271,9 +271,9 @@ def validate_lerobot(path: str | os.PathLike) -> None:
             if not video.is_file():
                 problems.append(f"{feature}: video file {video.relative_to(path)} not found")
                 continue
-            truncated = mp4_truncation(video)
-            if truncated:
-                problems.append(f"{video.relative_to(path)}: {truncated}")
+            damaged = mp4_problem(video)
+            if damaged:
+                problems.append(f"{video.relative_to(path)}: {damaged}")
                 continue
             fps, frames, _ = stream_info(video)
             rates.setdefault(feature, set()).add(round(fps, 3))

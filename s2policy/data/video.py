@@ -44,10 +44,17 @@ def stream_info(path: Path) -> tuple[float, int | None, tuple[int, int]]:
         raise DatasetError(f"{path}: cannot open video: {e}") from e
 
 
-def mp4_truncation(path: Path) -> str | None:
-    """Why an MP4 (ISO base media) file is cut short, from its top-level box sizes alone, or None when it is whole or
-    is not an MP4. A copy cut mid-`mdat` still opens, and its header may still count every frame: without this the
-    damage shows only when the decoder reaches the missing bytes."""
+def mp4_problem(path: Path) -> str | None:
+    """Why an MP4 (ISO base media) file cannot be read or is cut short, from its top-level box sizes alone, or None
+    when it is whole or is not an MP4. A copy cut mid-`mdat` still opens, and its header may still count every frame:
+    without this the damage shows only when the decoder reaches the missing bytes."""
+    try:
+        return _mp4_box_problem(path)
+    except OSError as e:
+        return f"cannot read: {e}"
+
+
+def _mp4_box_problem(path: Path) -> str | None:
     size = path.stat().st_size
     with open(path, "rb") as f:
         pos, first = 0, True
