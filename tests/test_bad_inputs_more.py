@@ -261,6 +261,9 @@ LEROBOT_DAMAGE: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "episode_of_no_frames": ("v21", lambda root: (root / "meta/episodes.jsonl").write_text(
         (root / "meta/episodes.jsonl").read_text().replace('"length": 9', '"length": 0')),
         "the episode metadata gives episode(s) [1] no frames (length < 1)"),
+    "declared_frame_size_wrong": ("v30", edit_info(lambda i: (i["features"]["observation.images.front"]["info"].update(
+        {"video.height": 96, "video.width": 160}), i)[1]),
+        f"{V30_FRONT}: frames of 48x80 (H x W), but meta/info.json declares observation.images.front 96x160"),
     "frame_repeated": ("v21", edit_column("data/chunk-000/episode_000000.parquet", "frame_index",
                                           lambda ids: [0, 0, *ids[2:]]),
                        "episode 0, column 'frame_index': expected 0..11, got 0 at position 1"),

@@ -239,7 +239,8 @@ def validate_lerobot(path: str | os.PathLike) -> None:
     one fps for every camera, episode metadata readable with each episode_index once. Then: episode indices 0..N-1
     and info.json's totals matching them; every episode's Parquet rows match its length, frame_index 0..T-1,
     timestamps frame_index / fps, finite actions and low-dimensional observations; every video file whole (MP4 box
-    sizes), its stream at the dataset's fps and holding at least the frames its episodes' rows need. Actions may lie
+    sizes), its stream at the dataset's fps and frame size declared in info.json, holding at least the frames its
+    episodes' rows need. Actions may lie
     outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises from the data).
     """
     from .lerobot import ACTION_FEATURE, INFO_FILE, LeRobotReader
@@ -275,7 +276,11 @@ def validate_lerobot(path: str | os.PathLike) -> None:
             if damaged:
                 problems.append(f"{video.relative_to(path)}: {damaged}")
                 continue
-            fps, frames, _ = stream_info(video)
+            fps, frames, size = stream_info(video)
+            declared = reader.frame_shape(feature)
+            if declared is not None and tuple(declared) != tuple(size):  # the size training and a robot would assume
+                problems.append(f"{video.relative_to(path)}: frames of {size[0]}x{size[1]} (H x W), but meta/info.json "
+                                f"declares {feature} {declared[0]}x{declared[1]}")
             rates.setdefault(feature, set()).add(round(fps, 3))
             if frames is not None and frames < end:
                 problems.append(f"{video.relative_to(path)}: {frames} frames but episode {episode} needs {end} "
