@@ -278,7 +278,7 @@ def validate_lerobot(path: str | os.PathLike) -> None:
                 continue
             fps, frames, size = stream_info(video)
             declared = reader.frame_shape(feature)
-            if declared is not None and tuple(declared) != tuple(size):  # the size training and a robot would assume
+            if declared is not None and tuple(declared) != tuple(size):  # what the cache key and evaluation assume
                 problems.append(f"{video.relative_to(path)}: frames of {size[0]}x{size[1]} (H x W), but meta/info.json "
                                 f"declares {feature} {declared[0]}x{declared[1]}")
             rates.setdefault(feature, set()).add(round(fps, 3))
