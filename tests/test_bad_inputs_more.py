@@ -134,6 +134,46 @@ def test_robomimic_style_file_reads_as_robomimic_reads_it(tmp_path, compression,
         np.testing.assert_array_equal(item["obs"]["agentview_image"][0], frames[t])
 
 
+def test_robomimic_reads_our_files_as_we_do(tmp_path):
+    """The other direction: a file of ours (DemoWriter, 12 demos so that name order is not numeric order) through
+    robomimic's file utilities and SequenceDataset, step by step against our reader."""
+    pytest.importorskip("robomimic")
+    import robomimic.utils.file_utils as FileUtils
+    import robomimic.utils.obs_utils as ObsUtils
+    from robomimic.utils.dataset import SequenceDataset
+
+    from s2policy.data import DemoWriter
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "ours.hdf5"
+    with DemoWriter(path) as writer:
+        for i in range(NUM_DEMOS):
+            t = 3 + i % 4
+            writer.add_demo(rng.uniform(-1, 1, (t, 7)), {"proprio": rng.normal(size=(t, 5)).astype(np.float32),
+                                                        "agentview_image": rng.integers(0, 256, (t, 8, 8, 3), np.uint8)},
+                            states=rng.normal(size=(t, 9)), rewards=np.zeros(t), dones=np.eye(t)[-1])
+        writer.finish(ENV_ARGS)
+    assert FileUtils.get_env_metadata_from_dataset(str(path)) == ENV_ARGS
+    with open_episodes(path) as ds:
+        train, valid = ds.split()
+        assert FileUtils.get_demos_for_filter_key(str(path), "valid") == valid and valid
+        ours = {e: (ds.read_actions(e), ds.read_lowdim(e, ["proprio"])["proprio"], ds.read_frames(
+            e, "agentview", range(ds.episode_length(e)))) for e in train}
+    ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["proprio"], "rgb": ["agentview_image"]}})
+    theirs = SequenceDataset(str(path), obs_keys=("proprio", "agentview_image"), dataset_keys=("actions",),
+                             load_next_obs=False, seq_length=1, hdf5_cache_mode=None, hdf5_normalize_obs=False,
+                             filter_by_attribute="train")
+    assert list(theirs.demos) == train
+    for i in range(len(theirs)):
+        item, demo = theirs[i], theirs._index_to_demo_id[i]
+        t = i - theirs._demo_id_to_start_indices[demo]
+        actions, proprio, frames = ours[demo]
+        np.testing.assert_array_equal(item["actions"][0], actions[t])
+        np.testing.assert_array_equal(item["obs"]["proprio"][0], proprio[t])
+        np.testing.assert_array_equal(item["obs"]["agentview_image"][0], frames[t])
+    assert sum(len(a) for a, _, _ in ours.values()) == len(theirs)
+
+
 def test_depth_maps_and_uint8_flags_are_not_mistaken_for_camera_frames(tmp_path):
     """Newer robomimic versions store depth as float (T, H, W, 1) `<camera>_depth`; other tools keep uint8 low-dim
     flags. Neither is a camera's frames (uint8 (T, H, W, 3) `<camera>_image`), so neither may fail the check."""
