@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,8 @@ STATE_FEATURE = "observation.state"
 ACTION_FEATURE = "action"
 #: Per-frame bookkeeping columns every LeRobot data file has; not observations.
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+#: How far a row's `timestamp` may be from frame_index / fps (LeRobot's own loader allows 1e-4 s between frames).
+TIMESTAMP_TOLERANCE_S = 1e-4
 
 
 def feature_of_key(key: str) -> str:
@@ -89,6 +93,27 @@ def _import_pyarrow():
     return pq
 
 
+def read_json(f: Path) -> Any:
+    """A JSON metadata file, or a DatasetError naming it (unreadable, not UTF-8, not JSON)."""
+    try:
+        return json.loads(f.read_text())
+    except OSError as e:
+        raise DatasetError(f"{f}: cannot read: {e}") from e
+    except ValueError as e:  # also UnicodeDecodeError
+        raise DatasetError(f"{f}: not valid JSON: {e}") from e
+
+
+def _parquet(read: Any, f: Path, **kwargs: Any) -> Any:
+    """`read(f, **kwargs)` (pyarrow's read_table / read_schema); a truncated, damaged or unreadable file becomes a
+    DatasetError naming it. pyarrow raises OSError or ArrowInvalid (a ValueError) for those."""
+    try:
+        return read(f, **kwargs)
+    except PermissionError as e:
+        raise DatasetError(f"{f}: cannot read: {e}") from e
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{f}: unreadable Parquet file ({e}); the file is truncated or damaged") from e
+
+
 @dataclass
 class LeRobotEpisode:
     """Where one episode lives: its rows in a data file and, per video feature, its file and start time (s)."""
@@ -117,21 +142,26 @@ class LeRobotReader(EpisodeReader):
         if not info_file.is_file():
             raise DatasetError(
                 f"{self.path}: missing {INFO_FILE} (not a LeRobot dataset folder, or an incomplete copy)")
-        try:
-            self.info: dict[str, Any] = json.loads(info_file.read_text())
-        except ValueError as e:
-            raise DatasetError(f"{info_file}: not valid JSON: {e}") from e
+        self.info: dict[str, Any] = read_json(info_file)
+        if not isinstance(self.info, dict):
+            raise DatasetError(f"{info_file}: expected a JSON object, got {type(self.info).__name__}")
         self.version = str(self.info.get("codebase_version"))
         if self.version not in SUPPORTED_VERSIONS:
             raise DatasetError(f"{info_file}: codebase_version {self.version!r} is not supported "
                                f"(supported: {', '.join(SUPPORTED_VERSIONS)}; convert it with LeRobot's converter)")
         self.format = f"lerobot-{self.version}"
-        self.features: dict[str, dict[str, Any]] = dict(self.info.get("features") or {})
+        features = self.info.get("features") or {}
+        if not isinstance(features, dict) or not all(isinstance(v, dict) for v in features.values()):
+            raise DatasetError(f"{info_file}: 'features' must map each feature name to an object, got {features!r:.100}")
+        self.features: dict[str, dict[str, Any]] = features
         if ACTION_FEATURE not in self.features:
             raise DatasetError(f"{info_file}: no feature 'action'; features: {sorted(self.features)}")
-        self.fps = float(self.info.get("fps") or 0)
-        if self.fps <= 0:
-            raise DatasetError(f"{info_file}: fps must be positive, got {self.info.get('fps')!r}")
+        try:
+            self.fps = float(self.info.get("fps") or 0)
+        except (TypeError, ValueError):
+            self.fps = 0.0
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise DatasetError(f"{info_file}: fps must be a positive number, got {self.info.get('fps')!r}")
         self.video_features = sorted(k for k, v in self.features.items() if v.get("dtype") == "video")
         self._check_camera_fps()
         self.sidecar = self._read_sidecar()
@@ -155,47 +185,62 @@ class LeRobotReader(EpisodeReader):
         f = self.path / SIDECAR_FILE
         if not f.is_file():
             return {}
-        try:
-            return json.loads(f.read_text())
-        except ValueError as e:
-            raise DatasetError(f"{f}: not valid JSON: {e}") from e
+        sidecar = read_json(f)
+        if not isinstance(sidecar, dict):
+            raise DatasetError(f"{f}: expected a JSON object, got {type(sidecar).__name__}")
+        return sidecar
 
     def _template(self, name: str) -> str:
         template = self.info.get(name)
-        if not template:
+        if not template or not isinstance(template, str):
             raise DatasetError(f"{self.path / INFO_FILE}: no {name!r} path template")
         return template
+
+    def _fill(self, name: str, **fields: Any) -> Path:
+        """The file the path template `name` of info.json names for `fields`."""
+        template = self._template(name)
+        try:
+            return self.path / template.format(**fields)
+        except (KeyError, IndexError, ValueError) as e:
+            raise DatasetError(f"{self.path / INFO_FILE}: {name} {template!r} does not fit the {self.version} layout "
+                               f"(fields {sorted(fields)}; {type(e).__name__}: {e})") from e
 
     def _read_episodes(self) -> list[LeRobotEpisode]:
         episodes = self._read_episodes_v30() if self.version == "v3.0" else self._read_episodes_v21()
         if not episodes:
             raise DatasetError(f"{self.path}: the dataset holds no episodes")
+        repeated = sorted(i for i, n in Counter(ep.index for ep in episodes).items() if n > 1)
+        if repeated:
+            raise DatasetError(f"{self.path}: the episode metadata lists episode_index {repeated[:5]} more than once")
+        empty = [ep.index for ep in episodes if ep.length < 1]
+        if empty:
+            raise DatasetError(f"{self.path}: the episode metadata gives episode(s) {empty[:5]} no frames (length < 1)")
         return sorted(episodes, key=lambda e: e.index)
 
     def _read_episodes_v30(self) -> list[LeRobotEpisode]:
         files = sorted((self.path / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not files:
             raise DatasetError(f"{self.path}: no meta/episodes/chunk-*/file-*.parquet (v3.0 episode metadata)")
-        data_t, video_t = self._template("data_path"), self.info.get("video_path")
         episodes = []
         for f in files:
             wanted = ["episode_index", "length", "tasks", "data/chunk_index", "data/file_index"]
             for key in self.video_features:
                 wanted += [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
-            names = self._pq.read_schema(f).names
+            names = _parquet(self._pq.read_schema, f).names
             missing = [c for c in wanted if c not in names]
             if missing:
                 raise DatasetError(f"{f}: missing episode metadata column(s) {missing}")
-            rows = self._pq.read_table(f, columns=wanted).to_pylist()
-            for r in rows:
-                ep = LeRobotEpisode(
-                    int(r["episode_index"]), int(r["length"]), list(r["tasks"] or []),
-                    self.path / data_t.format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"]),
-                )
-                for key in self.video_features:
-                    rel = video_t.format(video_key=key, chunk_index=r[f"videos/{key}/chunk_index"],
-                                         file_index=r[f"videos/{key}/file_index"])
-                    ep.videos[key] = (self.path / rel, float(r[f"videos/{key}/from_timestamp"]))
+            for row, r in enumerate(_parquet(self._pq.read_table, f, columns=wanted).to_pylist()):
+                try:
+                    ep = LeRobotEpisode(int(r["episode_index"]), int(r["length"]), list(r["tasks"] or []),
+                                        self._fill("data_path", chunk_index=r["data/chunk_index"],
+                                                   file_index=r["data/file_index"]))
+                    for key in self.video_features:
+                        path = self._fill("video_path", video_key=key, chunk_index=r[f"videos/{key}/chunk_index"],
+                                          file_index=r[f"videos/{key}/file_index"])
+                        ep.videos[key] = (path, float(r[f"videos/{key}/from_timestamp"]))
+                except (TypeError, ValueError) as e:  # a null or non-numeric cell
+                    raise DatasetError(f"{f}, row {row}: unusable episode metadata ({e}): {r}") from e
                 episodes.append(ep)
         return episodes
 
@@ -203,10 +248,13 @@ class LeRobotReader(EpisodeReader):
         f = self.path / "meta" / "episodes.jsonl"
         if not f.is_file():
             raise DatasetError(f"{self.path}: missing meta/episodes.jsonl (v2.1 episode metadata)")
-        data_t, video_t = self._template("data_path"), self.info.get("video_path")
-        chunks_size = int(self.info.get("chunks_size") or 1000)
+        try:
+            chunks_size = int(self.info.get("chunks_size") or 1000)
+            lines = f.read_text().splitlines()
+        except (OSError, TypeError, ValueError) as e:
+            raise DatasetError(f"{f}: cannot read the episode metadata ({e})") from e
         episodes = []
-        for line_no, line in enumerate(f.read_text().splitlines(), 1):
+        for line_no, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -216,10 +264,9 @@ class LeRobotReader(EpisodeReader):
                 raise DatasetError(f"{f}, line {line_no}: expected episode_index and length ({e})") from e
             chunk = index // chunks_size
             ep = LeRobotEpisode(index, length, list(r.get("tasks") or []),
-                                self.path / data_t.format(episode_chunk=chunk, episode_index=index))
+                                self._fill("data_path", episode_chunk=chunk, episode_index=index))
             for key in self.video_features:
-                rel = video_t.format(episode_chunk=chunk, video_key=key, episode_index=index)
-                ep.videos[key] = (self.path / rel, 0.0)
+                ep.videos[key] = (self._fill("video_path", episode_chunk=chunk, video_key=key, episode_index=index), 0.0)
             episodes.append(ep)
         return episodes
 
@@ -293,10 +340,10 @@ class LeRobotReader(EpisodeReader):
         if ep.data_file not in self._rows:
             if not ep.data_file.is_file():
                 raise DatasetError(f"{self.path}: episode {ep.index}: data file {ep.data_file} not found")
-            schema = self._pq.read_schema(ep.data_file)
+            schema = _parquet(self._pq.read_schema, ep.data_file)
             # per-frame images stored in Parquet (dtype image) can be large and are never needed here
             wanted = [c for c in schema.names if self.features.get(c, {}).get("dtype") not in ("image", "video")]
-            table = self._pq.read_table(ep.data_file, columns=wanted)
+            table = _parquet(self._pq.read_table, ep.data_file, columns=wanted)
             for col in ("episode_index", "frame_index"):
                 if col not in table.column_names:
                     raise DatasetError(f"{ep.data_file}: no column {col!r}")
@@ -308,14 +355,42 @@ class LeRobotReader(EpisodeReader):
             raise DatasetError(f"{ep.data_file}: episode {ep.index} has {len(rows)} Parquet rows but its metadata says "
                                f"length {ep.length}")
         sub = table.take(rows)
-        order = np.argsort(sub.column("frame_index").to_numpy(), kind="stable")
+        frame_index = sub.column("frame_index").to_numpy()
+        order = np.argsort(frame_index, kind="stable")
+        self._check_timing(ep, frame_index[order], sub, order)
         out = {}
         for name in columns:
             if name not in sub.column_names:
                 raise DatasetError(f"{ep.data_file}: no column {name!r} (declared in meta/info.json features)")
             shape = self.features[name].get("shape") or [1]
-            out[name] = _column_array(sub, name, shape)[order]
+            try:
+                out[name] = _column_array(sub, name, shape)[order]
+            except DatasetError as e:  # its shape in info.json does not fit the values
+                raise DatasetError(f"{ep.data_file}: episode {ep.index}, {e} (shape from meta/info.json)") from e
         return out
+
+    def _check_timing(self, ep: LeRobotEpisode, frame_index: np.ndarray, rows: Any, order: np.ndarray) -> None:
+        """Rows are frames 0..T-1 at timestamp frame_index / fps: frames are decoded at from_timestamp + i / fps,
+        so a row whose timestamp is off would be paired with another frame than LeRobot's loader gives it."""
+        if not np.array_equal(frame_index, np.arange(ep.length)):
+            bad = int(np.flatnonzero(frame_index != np.arange(ep.length))[0])
+            raise DatasetError(f"{ep.data_file}: episode {ep.index}, column 'frame_index': expected 0..{ep.length - 1}, "
+                               f"got {int(frame_index[bad])} at position {bad} (rows missing or repeated)")
+        if "timestamp" not in rows.column_names:
+            return
+        stored = rows.column("timestamp").to_numpy()[order]
+        stamps, expected = stored.astype(np.float64), frame_index / self.fps
+        # LeRobot stores float32 seconds: after ~10 minutes their rounding alone exceeds 1e-4 s between frames
+        rounding = 2 * np.spacing(np.abs(stored[1:])).astype(np.float64) if np.issubdtype(stored.dtype, np.floating) \
+            else 0.0
+        # written as "not within" so that NaN timestamps fail too
+        off = np.flatnonzero(~(np.abs(stamps - expected) <= 0.4 / self.fps) |
+                             np.r_[False, ~(np.abs(np.diff(stamps) - 1 / self.fps) <= TIMESTAMP_TOLERANCE_S + rounding)])
+        if len(off):
+            i = int(off[0])
+            raise DatasetError(f"{ep.data_file}: episode {ep.index}, column 'timestamp': {stamps[i]:.6g} s at frame {i}, "
+                               f"expected {expected[i]:.6g} s (frame_index / fps {self.fps:g}; {len(off)} frame(s) "
+                               "off): timestamps inconsistent with fps")
 
     def _lowdim_feature(self, key: str) -> str:
         feature = feature_of_key(key)

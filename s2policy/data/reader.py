@@ -61,11 +61,11 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    if not h5py.is_hdf5(path):
-        raise DatasetError(f"{path}: not an HDF5 file (expected a robomimic-format .hdf5 dataset)")
     try:
+        if not h5py.is_hdf5(path):
+            raise DatasetError(f"{path}: not an HDF5 file (expected a robomimic-format .hdf5 dataset)")
         return h5py.File(path, "r")
-    except OSError as e:
+    except OSError as e:  # no read permission, a truncated file, ...
         raise DatasetError(f"{path}: cannot open HDF5 file: {e}") from e
 
 
@@ -88,6 +88,11 @@ class Demo:
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
+
+
+def demo_names(ds: h5py.Dataset) -> list[str]:
+    """A filter key's demo names (mask/<name>: byte strings in robomimic's files, str in some others), in order."""
+    return [k.decode() if isinstance(k, bytes) else str(k) for k in ds[()]]
 
 
 def hash_h5_dataset(h: hashlib._Hash, ds: h5py.Dataset) -> None:
@@ -122,18 +127,25 @@ class DemoDataset(EpisodeReader):
     def _select_demos(self, filter_key: str | None) -> list[str]:
         if "data" not in self.file or not isinstance(self.file["data"], h5py.Group):
             raise DatasetError(f"{self.path}: missing group /data (not a robomimic-format dataset)")
-        keys = sorted_demo_keys(k for k in self.file["data"] if isinstance(self.file["data"][k], h5py.Group))
+        keys = sorted_demo_keys(k for k in self.file["data"] if isinstance(self._data_member(k), h5py.Group))
         if filter_key is None:
             return keys
         masks = self.file.get("mask")
         if masks is None or filter_key not in masks:
             known = sorted(masks.keys()) if masks is not None else []
             raise DatasetError(f"{self.path}: unknown filter key {filter_key!r} (mask/ holds {known})")
-        wanted = {k.decode() if isinstance(k, bytes) else str(k) for k in masks[filter_key][()]}
+        wanted = set(demo_names(masks[filter_key]))
         missing = wanted - set(keys)
         if missing:
             raise DatasetError(f"{self.path}: mask/{filter_key} names demos not in /data: {sorted(missing)[:5]}")
         return [k for k in keys if k in wanted]
+
+    def _data_member(self, name: str) -> h5py.HLObject:
+        """/data/<name>; a link HDF5 cannot follow (external file missing, dangling) is a DatasetError naming it."""
+        try:
+            return self.file["data"][name]
+        except (KeyError, OSError) as e:
+            raise DatasetError(f"{self.path}: /data/{name} cannot be opened ({e})") from e
 
     def close(self) -> None:
         self.file.close()
@@ -141,14 +153,22 @@ class DemoDataset(EpisodeReader):
     # ---- file-level metadata ----
     @property
     def env_args(self) -> dict[str, Any]:
-        """The /data env_args attribute parsed from JSON ({} when absent)."""
+        """The /data env_args attribute parsed from JSON ({} when absent): an object whose env_kwargs, when present,
+        is an object too (robomimic stores it as str or bytes)."""
         raw = self.file["data"].attrs.get("env_args")
         if raw is None:
             return {}
         try:
-            return json.loads(raw)
-        except (TypeError, ValueError) as e:
+            env_args = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        except (TypeError, ValueError) as e:  # UnicodeDecodeError is a ValueError
             raise DatasetError(f"{self.path}: data attr env_args is not valid JSON: {e}") from e
+        if not isinstance(env_args, dict):
+            raise DatasetError(f"{self.path}: data attr env_args must be a JSON object, got {type(env_args).__name__} "
+                               f"{str(raw)[:80]!r}")
+        if not isinstance(env_args.get("env_kwargs", {}), dict):
+            raise DatasetError(f"{self.path}: data attr env_args: 'env_kwargs' must be a JSON object, got "
+                               f"{env_args['env_kwargs']!r:.80}")
+        return env_args
 
     def _first_demo(self) -> h5py.Group:
         if not self.demo_keys:

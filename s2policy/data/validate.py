@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from ..errors import DatasetError
 from .episodes import is_lerobot_path
-from .reader import OPTIONAL_ARRAYS, open_dataset, sorted_demo_keys
+from .reader import OPTIONAL_ARRAYS, demo_names, open_dataset, sorted_demo_keys
+
+if TYPE_CHECKING:
+    from .lerobot import LeRobotReader
 
 #: Actions may overshoot [-1, 1] by float rounding only.
 ACTION_TOLERANCE = 1e-6
@@ -28,7 +33,12 @@ def _check_demo(group: h5py.Group, key: str, reference: dict[str, tuple] | None)
     dtype, shape = actions.dtype, actions.shape
     if len(shape) != 2 or not np.issubdtype(dtype, np.floating):
         return [f"{where}, key 'actions': expected float (T, A), got {dtype} {shape}"], {}
-    length = int(group.attrs.get("num_samples", shape[0]))
+    if shape[1] == 0:
+        return [f"{where}, key 'actions': no action dimension (shape {shape})"], {}
+    length = group.attrs.get("num_samples", shape[0])
+    if not (np.ndim(length) == 0 and np.issubdtype(np.asarray(length).dtype, np.integer) and length >= 0):
+        return [f"{where}: attr num_samples must be a non-negative integer, got {length!r}"], {}
+    length = int(length)
     if length == 0 or shape[0] == 0:
         return [f"{where}: empty demo (num_samples 0)"], {}
     problems = []
@@ -47,7 +57,12 @@ def _check_demo(group: h5py.Group, key: str, reference: dict[str, tuple] | None)
         if ds is not None:
             problems += _check_array(ds, f"{where}, key '{name}'", length, image_allowed=False)
     for obs_group_name in ("obs", "next_obs"):
-        for obs_key, ds in group.get(obs_group_name, {}).items():
+        obs_group = group.get(obs_group_name, {})
+        if not isinstance(obs_group, (h5py.Group, dict)):
+            problems.append(f"{where}, key '{obs_group_name}': expected a group of observation arrays, found "
+                            f"{_kind(obs_group)}")
+            continue
+        for obs_key, ds in obs_group.items():
             name = f"{obs_group_name}/{obs_key}"
             problems += _check_array(ds, f"{where}, key '{name}'", length, image_allowed=True)
             if isinstance(ds, h5py.Dataset):
@@ -66,24 +81,52 @@ def _nonfinite(values: np.ndarray) -> str:
 
 
 def _check_array(ds: h5py.Dataset, where: str, length: int, image_allowed: bool) -> list[str]:
-    """Length num_samples. Images (uint8 or >= 3-D, when allowed): uint8 (T, H, W, 3), from the metadata only, never
-    read. Anything else: numbers, finite when floating point (read in full: low-dim arrays are small)."""
+    """Length num_samples. Camera frames (obs keys `*_image`, or uint8 arrays of >= 3 dims; when allowed): uint8
+    (T, H, W, 3), from the metadata only, never read. Other per-pixel maps (>= 4 dims: depth (T, H, W, 1) float,
+    segmentation, as newer robomimic versions store them): numbers, not read. Anything else: numbers, finite when
+    floating point (read in full: low-dim arrays are small; uint8 ones such as flags included)."""
     if not isinstance(ds, h5py.Dataset):
-        return [f"{where}: expected an array, found a group"]
+        return [f"{where}: expected an array, found {_kind(ds)}"]
     dtype, shape = ds.dtype, ds.shape
     if shape[:1] != (length,):
         return [f"{where}: length {shape[:1]} != num_samples {length}"]
-    if image_allowed and (len(shape) >= 3 or dtype == np.uint8):
+    if image_allowed and (ds.name.endswith("_image") or (dtype == np.uint8 and len(shape) >= 3)):
         if not (dtype == np.uint8 and len(shape) == 4 and shape[-1] == 3):
             return [f"{where}: images must be uint8 (T, H, W, 3), got {dtype} {shape}"]
+        if min(shape[1:3]) == 0:
+            return [f"{where}: images of no pixels, shape {shape}"]
         return []
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         return [f"{where}: expected numbers, got dtype {dtype}"]
-    if np.issubdtype(dtype, np.floating):
+    if np.issubdtype(dtype, np.floating) and not (image_allowed and len(shape) >= 4):
         values = ds[()]
         if not np.all(np.isfinite(values)):
             return [f"{where}: {_nonfinite(values)}"]
     return []
+
+
+def _kind(obj: object) -> str:
+    """How an HDF5 member that is not what was expected reads in a message."""
+    if isinstance(obj, h5py.Group):
+        return "a group"
+    if isinstance(obj, h5py.Dataset):
+        return f"an array {obj.dtype} {obj.shape}"
+    return "a broken link" if obj is None else type(obj).__name__
+
+
+def _check_data_group(data: h5py.Group) -> list[str]:
+    """/data holds only demo groups (robomimic's SequenceDataset opens every member as a demo), and its `total`
+    attr, when present, is the sum of their num_samples (a mismatch means demos were removed or cut after writing)."""
+    problems = [f"/data/{name}: expected a demo group, found {_kind(data.get(name))}" for name in data
+                if not isinstance(data.get(name), h5py.Group)]
+    if "total" in data.attrs:
+        total, lengths = data.attrs["total"], [g.attrs.get("num_samples") for g in data.values()
+                                               if isinstance(g, h5py.Group)]
+        if all(np.ndim(n) == 0 and np.issubdtype(np.asarray(n).dtype, np.integer) for n in lengths):
+            if np.ndim(total) != 0 or int(total) != sum(int(n) for n in lengths):
+                problems.append(f"/data attr total {total!r} != {sum(int(n) for n in lengths)}, the sum of the "
+                                "demos' num_samples (demos removed or cut after the file was written?)")
+    return problems
 
 
 def _check_matches(layout: dict[str, tuple], where: str, reference: dict[str, tuple]) -> list[str]:
@@ -98,24 +141,32 @@ def _check_matches(layout: dict[str, tuple], where: str, reference: dict[str, tu
 
 
 def _check_masks(file: h5py.File, demo_keys: set[str]) -> list[str]:
-    """Every filter key (mask/<name>): a 1-D array of demo names, non-empty, naming demos present in /data."""
+    """Every filter key (mask/<name>): a 1-D array of demo names, non-empty, each once, naming demos present in /data;
+    mask/train and mask/valid disjoint."""
     masks = file.get("mask")
     if masks is None:
         return []
     if not isinstance(masks, h5py.Group):
         return ["'mask' is not a group of filter keys"]
-    problems = []
+    problems, selected = [], {}
     for name, ds in masks.items():
         where = f"filter key mask/{name}"
         if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in "SUO":
             problems.append(f"{where}: expected a 1-D array of demo names (byte strings)")
             continue
-        names = {k.decode() if isinstance(k, bytes) else str(k) for k in ds[()]}
+        listed = demo_names(ds)
+        names = selected[name] = set(listed)
         if not names:
             problems.append(f"{where}: empty (names no demo)")
+        repeated = sorted_demo_keys(k for k, n in Counter(listed).items() if n > 1)
+        if repeated:  # a demo listed twice would be sampled twice as often
+            problems.append(f"{where}: names demos more than once: {repeated[:5]}")
         missing = sorted(names - demo_keys)
         if missing:
             problems.append(f"{where}: names demos not in /data: {missing[:5]}")
+    both = sorted_demo_keys(selected.get("train", set()) & selected.get("valid", set()))
+    if both:  # validation on training demos would hide overfitting
+        problems.append(f"filter keys mask/train and mask/valid share demos: {both[:5]}")
     return problems
 
 
@@ -126,8 +177,9 @@ def validate(path: str | os.PathLike, filter_key: str | None = None) -> None:
     /data, at least one demo, each demo non-empty with float (T, A) actions in [-1, 1]; every per-step array
     (states, rewards, dones, obs/*, next_obs/*) of length num_samples; actions and floating-point low-dim arrays
     finite; images uint8 (T, H, W, 3) (from metadata: images are never read); every demo with the first demo's keys,
-    per-step shapes and dtype kinds; every filter key in mask/ a non-empty list of existing demos; env_args valid
-    JSON; and `filter_key` (if given) present in mask/.
+    per-step shapes and dtype kinds; /data holding only demo groups, its `total` the sum of num_samples; every filter
+    key in mask/ a non-empty list of distinct existing demos, train and valid disjoint; env_args a JSON object; and
+    `filter_key` (if given) present in mask/.
     """
     path = Path(path)
     if is_lerobot_path(path):
@@ -146,6 +198,7 @@ def validate(path: str | os.PathLike, filter_key: str | None = None) -> None:
                 problems += found
                 if reference is None and not found:
                     reference = layout
+            problems += _check_data_group(dataset.file["data"])
             problems += _check_masks(dataset.file, set(sorted_demo_keys(dataset.file["data"])))
         except (OSError, RuntimeError, KeyError) as e:  # HDF5's reaction to a truncated or overwritten file
             raise DatasetError(f"{path}: unreadable at demo {key} ({e}): the file is truncated or damaged") from e
@@ -154,27 +207,49 @@ def validate(path: str | os.PathLike, filter_key: str | None = None) -> None:
 
 
 def _raise_problems(path: Path, problems: list[str]) -> None:
+    problems = list(dict.fromkeys(problems))  # one damaged file shared by many episodes is listed once
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise DatasetError(f"{path}: {len(problems)} problem(s):\n  {listed}{more}")
 
 
+def _check_episode_totals(reader: LeRobotReader, info_file: Path) -> list[str]:
+    """Episode indices 0..N-1 (LeRobot's loader finds an episode's metadata by its index) and info.json's
+    total_episodes / total_frames equal to what the episode metadata holds (a dropped row or line shows here)."""
+    indices = [reader.episode(name).index for name in reader.episodes]
+    problems = []
+    if indices != list(range(len(indices))):
+        gaps = sorted(set(range(max(indices) + 1)) - set(indices))
+        problems.append(f"episode metadata: episode_index must run 0..{len(indices) - 1}, got {indices[:8]}"
+                        f"{' ...' if len(indices) > 8 else ''} (missing {gaps[:5]})")
+    found = {"total_episodes": len(indices), "total_frames": sum(map(reader.episode_length, reader.episodes))}
+    for key, count in found.items():
+        recorded = reader.info.get(key)
+        if isinstance(recorded, int) and recorded != count:
+            problems.append(f"{info_file.name}: {key} {recorded} != {count} in the episode metadata "
+                            "(an incomplete copy, or metadata edited by hand)")
+    return problems
+
+
 def validate_lerobot(path: str | os.PathLike) -> None:
     """Check a LeRobot dataset folder without decoding any frame (one DatasetError listing every problem).
 
-    On open (each its own error): meta/info.json present, supported codebase_version, one fps for every camera,
-    episode metadata readable. Then: every episode's Parquet rows match its length and hold finite actions and
-    low-dimensional observations; every video stream runs at the dataset's fps and holds at least the frames its
+    On open (each its own error): meta/info.json a readable JSON object, supported codebase_version, positive fps,
+    one fps for every camera, episode metadata readable with each episode_index once. Then: episode indices 0..N-1
+    and info.json's totals matching them; every episode's Parquet rows match its length, frame_index 0..T-1,
+    timestamps frame_index / fps, finite actions and low-dimensional observations; every video file whole (MP4 box
+    sizes), its stream at the dataset's fps and frame size declared in info.json, holding at least the frames its
     episodes' rows need. Actions may lie
     outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises from the data).
     """
-    from .lerobot import ACTION_FEATURE, LeRobotReader
-    from .video import stream_info
+    from .lerobot import ACTION_FEATURE, INFO_FILE, LeRobotReader
+    from .video import mp4_problem, stream_info
 
     path = Path(path)
     problems: list[str] = []
     with LeRobotReader(path) as reader:
+        problems += _check_episode_totals(reader, path / INFO_FILE)
         for name in reader.episodes:
             try:
                 actions = reader.read_actions(name)
@@ -197,7 +272,15 @@ def validate_lerobot(path: str | os.PathLike) -> None:
             if not video.is_file():
                 problems.append(f"{feature}: video file {video.relative_to(path)} not found")
                 continue
-            fps, frames, _ = stream_info(video)
+            damaged = mp4_problem(video)
+            if damaged:
+                problems.append(f"{video.relative_to(path)}: {damaged}")
+                continue
+            fps, frames, size = stream_info(video)
+            declared = reader.frame_shape(feature)
+            if declared is not None and tuple(declared) != tuple(size):  # what the cache key and evaluation assume
+                problems.append(f"{video.relative_to(path)}: frames of {size[0]}x{size[1]} (H x W), but meta/info.json "
+                                f"declares {feature} {declared[0]}x{declared[1]}")
             rates.setdefault(feature, set()).add(round(fps, 3))
             if frames is not None and frames < end:
                 problems.append(f"{video.relative_to(path)}: {frames} frames but episode {episode} needs {end} "

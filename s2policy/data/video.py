@@ -44,6 +44,42 @@ def stream_info(path: Path) -> tuple[float, int | None, tuple[int, int]]:
         raise DatasetError(f"{path}: cannot open video: {e}") from e
 
 
+def mp4_problem(path: Path) -> str | None:
+    """Why an MP4 (ISO base media) file cannot be read or is cut short, from its top-level box sizes alone, or None
+    when it is whole or is not an MP4. A copy cut mid-`mdat` still opens, and its header may still count every frame:
+    without this the damage shows only when the decoder reaches the missing bytes."""
+    try:
+        return _mp4_box_problem(path)
+    except OSError as e:
+        return f"cannot read: {e}"
+
+
+def _mp4_box_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        pos, first = 0, True
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            box, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if first and kind != b"ftyp":
+                return None  # another container: left to the decoder
+            first = False
+            if len(head) < 8 or (box == 1 and len(head) < 16):
+                return f"ends inside a box header at byte {pos} (truncated)"
+            if box == 0:  # the last box runs to the end of the file
+                return None
+            if box == 1:  # 64-bit size
+                box = int.from_bytes(head[8:16], "big")
+            if box < 8:
+                return f"box {kind.decode('latin-1')!r} at byte {pos} has an invalid size {box} (damaged)"
+            if pos + box > size:
+                return (f"box {kind.decode('latin-1')!r} at byte {pos} needs {box} bytes but the file ends after "
+                        f"{size - pos} (truncated)")
+            pos += box
+    return None
+
+
 class VideoCursor:
     """One open video file, read forward. `read(start_s, n)` returns the n frames from timestamp `start_s` on.
 

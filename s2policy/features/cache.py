@@ -14,14 +14,17 @@ torchrun rank slot); the second one finds the work done and reuses it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import logging
+import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 from ..data import open_episodes
 from ..device import autocast, select_device
 from ..distributed import barrier, rank_and_world
-from ..errors import CacheError, ConfigError
+from ..errors import CacheError, ConfigError, DatasetError
 from ..fileio import atomic_open, atomic_write_text, exclusive_lock, raise_if_out_of_space
 from ..look_closer import embed_frames, needs_points, points_fingerprint, selector_points
 from .identity import encoder_identity
@@ -302,6 +305,40 @@ def default_cache_root(dataset_path: str | Path) -> Path:
     return p.parent / f"{p.name}.features"
 
 
+@contextlib.contextmanager
+def discarded_on_bad_input(root: Path) -> Iterator[None]:
+    """Remove what the block added under the cache root `root` (the root itself if it made it) when the block raises
+    DatasetError: damaged frames found while decoding. A partial cache of a damaged dataset is of no use -- the
+    repaired dataset has another fingerprint, so another cache key -- and bad input leaves nothing behind.
+    Interruptions and a full disk keep what was extracted, to resume from it."""
+    existed = root.exists()
+    before = set(root.iterdir()) if root.is_dir() else set()
+    try:
+        yield
+    except DatasetError:
+        added = [root] if not existed else (set(root.iterdir()) - before if root.is_dir() else [])
+        for p in added:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        raise
+
+
+Build = TypeVar("Build", bound=Callable[..., Any])
+
+
+def discard_on_bad_input(build: Build) -> Build:
+    """Run a cache builder `build(dataset_path, camera, s2_encoder, *, cache_root=None, ...)` inside
+    `discarded_on_bad_input` of its cache root."""
+    @functools.wraps(build)
+    def wrapper(dataset_path: str | Path, *args: Any, cache_root: str | Path | None = None, **kwargs: Any) -> Any:
+        root = Path(cache_root) if cache_root is not None else default_cache_root(dataset_path)
+        with discarded_on_bad_input(root):
+            return build(dataset_path, *args, cache_root=cache_root, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def prepare_extraction(dataset_path: str | Path, camera: str, s2_encoder: Any, camera_size: int | None,
                        source: str, cache_root: str | Path | None, device: str | torch.device,
                        ) -> tuple[FrameSource, Path, str, dict[str, Any], torch.device]:
@@ -326,6 +363,7 @@ def prepare_extraction(dataset_path: str | Path, camera: str, s2_encoder: Any, c
     return src, root, fingerprint, encoder_identity(s2_encoder), device
 
 
+@discard_on_bad_input
 def build_feature_cache(
     dataset_path: str | Path,
     camera: str,

@@ -35,7 +35,7 @@ from ..device import autocast
 from ..distributed import barrier, rank_and_world
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..fileio import atomic_write_text, exclusive_lock, raise_if_out_of_space
-from .cache import ExtractionStats, _demo_lengths, prepare_extraction
+from .cache import ExtractionStats, _demo_lengths, discard_on_bad_input, prepare_extraction
 from .frames import FrameSource, frames_to_tensor, iter_frame_batches
 
 log = logging.getLogger(__name__)
@@ -303,6 +303,7 @@ def _extract_maps(s2_encoder: Any, source: FrameSource, demos: Sequence[str], le
     return encoded
 
 
+@discard_on_bad_input
 def build_map_cache(
     dataset_path: str | Path,
     camera: str,
