@@ -205,12 +205,8 @@ ROBOMIMIC_DAMAGE: dict[str, tuple[Callable[[Path], Path], str]] = {
         "demos.hdf5: /data/demo_12 cannot be opened"),
     "array_among_the_demos": (lambda p: edit(p, lambda f: f["data"].create_dataset("demo_12", data=np.zeros(3))),
                               "/data/demo_12: expected a demo group, found an array float64 (3,)"),
-    "total_does_not_match": (lambda p: edit(p, lambda f: f["data"].attrs.__setitem__("total", 7)),
-                             "/data attr total 7 != 60, the sum of the demos' num_samples"),
     "mask_names_a_demo_twice": (lambda p: edit(p, lambda f: replace(f, "mask/valid", np.array([b"demo_10", b"demo_10"]))),
                                 "filter key mask/valid: names demos more than once: ['demo_10']"),
-    "train_and_valid_share_demos": (lambda p: edit(p, lambda f: replace(f, "mask/valid", np.array([b"demo_2"]))),
-                                    "filter keys mask/train and mask/valid share demos: ['demo_2']"),
     "env_args_a_json_list": (lambda p: edit(p, lambda f: f["data"].attrs.__setitem__("env_args", "[1, 2]")),
                              "data attr env_args must be a JSON object, got list"),
     "env_args_a_json_string": (lambda p: edit(p, lambda f: f["data"].attrs.__setitem__("env_args", '"Lift"')),
@@ -225,6 +221,17 @@ ROBOMIMIC_DAMAGE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "env_args_bytes_not_utf8": (lambda p: edit(p, lambda f: f["data"].attrs.__setitem__("env_args", np.bytes_(b"\xff{"))),
                                 "data attr env_args is not valid JSON: 'utf-8' codec can't decode"),
 }
+
+
+def test_a_stale_total_and_overlapping_splits_are_warned_about_not_refused(tmp_path, caplog):
+    """Neither changes what is trained on, and files of other tools carry them: a warning naming each, exit 0."""
+    path = write_robomimic_style(tmp_path / "demos.hdf5")
+    edit(path, lambda f: f["data"].attrs.__setitem__("total", 7))
+    edit(path, lambda f: replace(f, "mask/valid", np.array([b"demo_2"])))
+    with caplog.at_level("WARNING", logger="s2policy.data"):
+        assert data_cli(["validate", str(path)]) == 0
+    assert "/data attr total 7 != 60, the sum of the demos' num_samples" in caplog.text
+    assert "filter keys mask/train and mask/valid share demos: ['demo_2']" in caplog.text
 
 
 @pytest.mark.parametrize("name", sorted(ROBOMIMIC_DAMAGE))

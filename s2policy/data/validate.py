@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,8 @@ import numpy as np
 from ..errors import DatasetError
 from .episodes import is_lerobot_path
 from .reader import OPTIONAL_ARRAYS, demo_names, open_dataset, sorted_demo_keys
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .lerobot import LeRobotReader
@@ -115,8 +118,9 @@ def _kind(obj: object) -> str:
 
 
 def _check_data_group(data: h5py.Group) -> list[str]:
-    """/data holds only demo groups (robomimic's SequenceDataset opens every member as a demo), and its `total`
-    attr, when present, is the sum of their num_samples (a mismatch means demos were removed or cut after writing)."""
+    """/data holds only demo groups (robomimic's SequenceDataset opens every member as a demo). A `total` attr that
+    is not the sum of their num_samples (demos removed or cut after writing) is only warned about: nothing reads it,
+    and other tools keep files with a stale one."""
     problems = [f"/data/{name}: expected a demo group, found {_kind(data.get(name))}" for name in data
                 if not isinstance(data.get(name), h5py.Group)]
     if "total" in data.attrs:
@@ -124,8 +128,9 @@ def _check_data_group(data: h5py.Group) -> list[str]:
                                                if isinstance(g, h5py.Group)]
         if all(np.ndim(n) == 0 and np.issubdtype(np.asarray(n).dtype, np.integer) for n in lengths):
             if np.ndim(total) != 0 or int(total) != sum(int(n) for n in lengths):
-                problems.append(f"/data attr total {total!r} != {sum(int(n) for n in lengths)}, the sum of the "
-                                "demos' num_samples (demos removed or cut after the file was written?)")
+                log.warning("%s: /data attr total %r != %d, the sum of the demos' num_samples (demos removed or cut "
+                            "after the file was written?); it is not used", data.file.filename, total,
+                            sum(int(n) for n in lengths))
     return problems
 
 
@@ -141,8 +146,9 @@ def _check_matches(layout: dict[str, tuple], where: str, reference: dict[str, tu
 
 
 def _check_masks(file: h5py.File, demo_keys: set[str]) -> list[str]:
-    """Every filter key (mask/<name>): a 1-D array of demo names, non-empty, each once, naming demos present in /data;
-    mask/train and mask/valid disjoint."""
+    """Every filter key (mask/<name>): a 1-D array of demo names, non-empty, each once, naming demos present in /data.
+    mask/train and mask/valid sharing demos is warned about (validation on training demos hides overfitting), not
+    refused: it may be meant."""
     masks = file.get("mask")
     if masks is None:
         return []
@@ -165,8 +171,8 @@ def _check_masks(file: h5py.File, demo_keys: set[str]) -> list[str]:
         if missing:
             problems.append(f"{where}: names demos not in /data: {missing[:5]}")
     both = sorted_demo_keys(selected.get("train", set()) & selected.get("valid", set()))
-    if both:  # validation on training demos would hide overfitting
-        problems.append(f"filter keys mask/train and mask/valid share demos: {both[:5]}")
+    if both:
+        log.warning("%s: filter keys mask/train and mask/valid share demos: %s", file.filename, both[:5])
     return problems
 
 
