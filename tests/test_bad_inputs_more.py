@@ -413,3 +413,41 @@ def test_undecodable_video_leaves_no_feature_cache(tmp_path):
     with pytest.raises(DatasetError, match="file-000.mp4: video decoding failed"):
         build_feature_cache(root, "front", encoder, camera_size=None)
     assert snapshot(tmp_path) == before
+
+
+def test_cleanup_after_bad_input_keeps_another_process_extraction(tmp_path):
+    """What a failed extraction removes is only its own: a folder in which another process holds an extraction lock
+    (another camera of the same dataset, started meanwhile), and the cache root holding it, stay."""
+    import fcntl
+    import subprocess
+    import sys
+
+    from s2policy.errors import DatasetError
+    from s2policy.features.cache import discarded_on_bad_input
+
+    root = tmp_path / "demos.hdf5.features"
+    other = root / "wrist-0123"
+    holder = None
+    try:
+        with pytest.raises(DatasetError):
+            with discarded_on_bad_input(root):  # the root does not exist yet: this extraction makes it
+                (root / "front-4567").mkdir(parents=True)
+                (root / "front-4567" / "shard.npy").write_bytes(b"x")
+                holder = subprocess.Popen([sys.executable, "-c", (
+                    "import fcntl, pathlib, sys, time; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(); "
+                    "f = open(p, 'a'); fcntl.flock(f.fileno(), fcntl.LOCK_EX); print('locked', flush=True); "
+                    "time.sleep(60)"), str(other / ".extract-0-of-1.lock")], stdout=subprocess.PIPE, text=True)
+                assert holder.stdout.readline().strip() == "locked"
+                raise DatasetError("frame 3 does not decode")
+        assert sorted(p.name for p in root.iterdir()) == ["wrist-0123"]
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+    with open(other / ".extract-0-of-1.lock", "a") as f:  # released with its holder
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(DatasetError):
+        with discarded_on_bad_input(tmp_path / "fresh"):  # alone: the root it made goes too
+            (tmp_path / "fresh" / "front-4567").mkdir(parents=True)
+            raise DatasetError("frame 3 does not decode")
+    assert not (tmp_path / "fresh").exists()

@@ -316,13 +316,29 @@ def discarded_on_bad_input(root: Path) -> Iterator[None]:
     try:
         yield
     except DatasetError:
-        added = [root] if not existed else (set(root.iterdir()) - before if root.is_dir() else [])
-        for p in added:
-            if p.is_dir():
+        for p in (set(root.iterdir()) - before if root.is_dir() else set()):
+            if p.is_dir() and not _extracting_elsewhere(p):  # another process's extraction (other camera) stays
                 shutil.rmtree(p, ignore_errors=True)
-            else:
+            elif not p.is_dir():
                 p.unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):  # not empty: another process's work is in it
+                root.rmdir()
         raise
+
+
+def _extracting_elsewhere(folder: Path) -> bool:
+    """Whether another process holds an extraction lock in `folder` (ours are released by now)."""
+    import fcntl
+
+    for lock in folder.glob(".extract-*.lock"):
+        with open(lock, "a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 Build = TypeVar("Build", bound=Callable[..., Any])
