@@ -79,7 +79,8 @@ def main() -> None:
             policy.reset()
             policy.act(observations[0])  # warm-up: first-call allocations, ONNX session start
             entries.append({"study": study.name, "task": policy.config.task, "arm": arm, "policy": policy,
-                            "checkpoint": str(path), "rounds": []})
+                            "checkpoint": str(Path(study.name) / path.relative_to(study)),  # no machine paths
+                            "rounds": []})
         for entry in (e for e in entries if e["study"] == study.name):
             entry["observations"] = observations
     for _ in range(args.rounds):
