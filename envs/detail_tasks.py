@@ -292,6 +292,9 @@ def outcome(task: str, final_object: Sequence[float]) -> dict[str, bool]:
     mw-push-twin: `wrong_puck_at_goal` = the look-alike puck ended within the success radius of the goal.
     """
     o = np.asarray(final_object, dtype=np.float64)
+    if task in ("mw-push-cue", "mw-push-twin") and (o.ndim != 1 or o.size < 17):
+        raise ValueError(f"{task}: final_object must hold puck, second object and goal (>= 17 values), got shape "
+                         f"{o.shape}")
     puck, second, goal = o[:3], o[7:10], o[14:17]
     if task == "mw-push-cue":
         separation = abs(goal[0] - second[0])

@@ -64,7 +64,7 @@ class Calibration:
 
 def _pool(config_dir: Path) -> tuple[SuccessRate, dict, str, dict]:
     """Pooled success over every seed<k> record of one configuration, its outcome counts, task and variation."""
-    from envs.detail_tasks import outcome  # needs no simulator
+    from .report import count_outcomes
 
     successes = trials = 0
     counts: dict[str, int] = {}
@@ -74,10 +74,8 @@ def _pool(config_dir: Path) -> tuple[SuccessRate, dict, str, dict]:
         task, variation = summary["task"], summary["eval"].get("variation", {})
         successes += summary["success"]["successes"]
         trials += summary["success"]["episodes"]
-        for episode in json.loads((summary_path.parent / "episodes.json").read_text()):
-            if episode.get("final_object") is not None:
-                for name, hit in outcome(task, episode["final_object"]).items():
-                    counts[name] = counts.get(name, 0) + int(hit)
+        for name, n in count_outcomes(task, json.loads((summary_path.parent / "episodes.json").read_text())).items():
+            counts[name] = counts.get(name, 0) + n
     return SuccessRate(successes, trials), counts, task, variation
 
 

@@ -28,7 +28,7 @@ from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import S2PolicyError
-from .evaluate.evaluator import SUMMARY_FILE, SUMMARY_FORMAT
+from .evaluate.evaluator import EPISODES_FILE, SUMMARY_FILE, SUMMARY_FORMAT
 from .evaluate.stats import SuccessRate, difference_interval
 from .fileio import atomic_path, atomic_write_text
 
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 CSV_FIELDS = ["task", "configuration", "encoder", "weights", "img_sizes", "camera_size", "head", "inputs",
               "variation", "encoder_params_m", "gmacs_per_frame", "seeds", "runs", "episodes", "successes",
               "success_rate", "ci_low", "ci_high", "per_seed", "policy_ms_per_step", "mean_length"]
+
+
+OUTCOMES_KEY = "_outcomes"  # added to a loaded summary: outcome counts of its episodes.json
 
 
 class ReportError(S2PolicyError):
@@ -62,6 +65,15 @@ class Configuration:
     look_closer: dict[str, Any] | None = None  # {selector, crops, crop_scale_px} of a look-closer encoder
     map_size: int | None = None  # spatial heads: image size of the S2 scale whose grid the map is merged to
     latency_ms: float | None = None  # policy ms per step measured apart (report --latency), else the evals' mean
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Task-specific outcome counts over every episode (envs.detail_tasks.outcome; {} for tasks without)."""
+        counts: dict[str, int] = {}
+        for r in self.runs:
+            for name, n in r.get(OUTCOMES_KEY, {}).items():
+                counts[name] = counts.get(name, 0) + n
+        return counts
 
     @property
     def head_label(self) -> str:
@@ -135,13 +147,33 @@ def find_summaries(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_summary(path: Path) -> dict:
+    """An evaluation summary, with the outcome counts of the episodes.json beside it when it has one."""
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ReportError(f"{path}: unreadable evaluation summary: {e}") from e
     if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
         raise ReportError(f"{path}: not an s2policy evaluation summary (expected format {SUMMARY_FORMAT!r})")
+    episodes = path.parent / EPISODES_FILE
+    if episodes.is_file():
+        try:
+            summary[OUTCOMES_KEY] = count_outcomes(summary["task"], json.loads(episodes.read_text()))
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
+            raise ReportError(f"{episodes}: unreadable per-episode record: {e!r}") from e
     return summary
+
+
+def count_outcomes(task: str, episodes: Sequence[dict]) -> dict[str, int]:
+    """How many episodes ended in each of the task's outcomes (envs.detail_tasks.outcome on the final object
+    state); {} for tasks that define none or records without final object states."""
+    from envs.detail_tasks import outcome  # needs no simulator
+
+    counts: dict[str, int] = {}
+    for episode in episodes:
+        if episode.get("final_object") is not None:
+            for name, hit in outcome(task, episode["final_object"]).items():
+                counts[name] = counts.get(name, 0) + int(hit)
+    return counts
 
 
 def pool_runs(summaries: Sequence[dict]) -> list[Configuration]:
@@ -200,22 +232,29 @@ def csv_rows(configs: Sequence[Configuration]) -> list[dict]:
             "per_seed": " ".join(f"{seed}:{r.successes}/{r.trials}" for seed, r in c.per_seed().items()),
             "policy_ms_per_step": round(c.policy_ms, 2),
             "mean_length": round(c.mean_of("mean_length"), 1),
+            **({"outcomes": _outcomes_text(c)} if any(x.outcomes for x in configs) else {}),
         })
     return rows
 
 
 def markdown_table(configs: Sequence[Configuration]) -> str:
+    """One row per configuration; an Outcomes column (task-specific episode outcomes) when any run has one."""
+    with_outcomes = any(c.outcomes for c in configs)
     lines = ["| Task | Configuration | Encoder params (M) | GMACs / frame | Seeds | Episodes | Success % [95% CI] "
-             "| Per seed | Policy ms / step |",
-             "|---|---|---:|---:|---:|---:|---|---|---:|"]
+             "| Per seed | Policy ms / step |" + (" Outcomes |" if with_outcomes else ""),
+             "|---|---|---:|---:|---:|---:|---|---|---:|" + ("---|" if with_outcomes else "")]
     for c in configs:
         rate = c.pooled
         low, high = rate.interval
         per_seed = ", ".join(f"{_pct(r.rate)}" for r in c.per_seed().values())
         lines.append(f"| {c.task} | {c.label} | {c.encoder_params / 1e6:.3g} | {c.gmacs_per_frame:.3g} "
                      f"| {len(c.per_seed())} | {rate.trials} | **{_pct(rate.rate)}** [{_pct(low)}, {_pct(high)}] "
-                     f"| {per_seed} | {c.policy_ms:.1f} |")
+                     f"| {per_seed} | {c.policy_ms:.1f} |" + (f" {_outcomes_text(c)} |" if with_outcomes else ""))
     return "\n".join(lines)
+
+
+def _outcomes_text(c: Configuration) -> str:
+    return "; ".join(f"{name} {n}/{c.pooled.trials}" for name, n in sorted(c.outcomes.items())) or "-"
 
 
 def plot_success_vs_gmacs(configs: Sequence[Configuration], path: Path, title: str) -> Path:
@@ -362,7 +401,8 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = 
     times = stage_times(paths)
     out_dir = Path(out_dir)
     written = {"markdown": out_dir / "report.md", "csv": out_dir / "results.csv"}
-    atomic_write_text(written["csv"], _csv_text(csv_rows(configs), CSV_FIELDS))
+    rows = csv_rows(configs)
+    atomic_write_text(written["csv"], _csv_text(rows, CSV_FIELDS + (["outcomes"] if "outcomes" in rows[0] else [])))
     written["plot"] = plot_success_vs_gmacs(configs, out_dir / "success_vs_gmacs.png", title)
     written["latency_plot"] = plot_success_vs_latency(configs, out_dir / "success_vs_latency.png", title)
     runs = sum(len(c.runs) for c in configs)
@@ -372,7 +412,9 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = 
           f"{runs} evaluated runs in {len(configs)} configurations. Success is pooled over training seeds "
           "(successes and episodes summed) with a Wilson 95% interval; 'Per seed' lists each seed's rate. "
           "GMACs are counted encoder multiply-accumulates per control step (every S2 crop, every camera). "
-          f"Policy ms per step: {source}.", "",
+          f"Policy ms per step: {source}."
+          + (" Outcomes: task-specific ends of the episodes, from their final object states (envs/detail_tasks.py)."
+             if any(c.outcomes for c in configs) else ""), "",
           markdown_table(configs), ""]
     if diffs:
         written["differences"] = out_dir / "differences.csv"

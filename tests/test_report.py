@@ -178,3 +178,33 @@ def test_stage_wall_times_per_task_and_arm_from_the_study_stage_logs(tmp_path):
     with pytest.raises(ReportError, match="lift/stages.json: not a study stage log"):
         write_report([tmp_path / "lift"], tmp_path / "report2")
     assert not (tmp_path / "report2").exists()
+
+
+def test_task_outcomes_are_counted_from_the_episode_records(tmp_path):
+    """mw-push-twin: an episode whose look-alike puck ended at the goal counts as wrong_puck_at_goal, pooled over
+    seeds; the column and the CSV field appear only when a task defines outcomes."""
+    from envs.detail_tasks import SUCCESS_RADIUS
+
+    def final_object(second_at_goal: bool) -> list[float]:
+        o = [0.0] * 18
+        o[14:17] = [0.1, 0.8, 0.0]  # the goal
+        o[7:10] = [0.1 + (0.5 if not second_at_goal else 0.5 * SUCCESS_RADIUS), 0.8, 0.0]  # the look-alike puck
+        return o
+
+    for seed, wrong in ((1, [True, False, False]), (2, [True, True, False])):
+        run = _arm_run("base", seed, 1, n=3, task="mw-push-twin")
+        folder = tmp_path / "runs" / f"base{seed}" / "eval"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(run))
+        (folder / "episodes.json").write_text(json.dumps([{"index": i, "success": False, "final_object": final_object(w)}
+                                                          for i, w in enumerate(wrong)]))
+    out = write_report([tmp_path / "runs"], tmp_path / "report")
+    assert "| Outcomes |" in out["markdown"].read_text()
+    assert "| wrong_puck_at_goal 3/6 |" in out["markdown"].read_text()
+    assert [r["outcomes"] for r in csv.DictReader(open(out["csv"]))] == ["wrong_puck_at_goal 3/6"]
+    write_runs(tmp_path / "lift", [_arm_run("base", 1, 20)])
+    lift = write_report([tmp_path / "lift"], tmp_path / "report_lift")
+    assert "Outcomes" not in lift["markdown"].read_text() and "outcomes" not in lift["csv"].read_text()
+    (folder / "episodes.json").write_text("[{\"final_object\": [1.0]}]")
+    with pytest.raises(ReportError, match="base2/eval/episodes.json: unreadable per-episode record"):
+        write_report([tmp_path / "runs"], tmp_path / "report2")
