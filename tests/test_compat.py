@@ -70,11 +70,28 @@ def test_feature_cache_keys_change_only_by_the_format_number(tmp_path, monkeypat
     assert sorted(p.name for p in Path(str(dataset) + ".features").iterdir()) == EXPECTED["feature_caches"]
 
 
-def test_published_report_regenerates_byte_for_byte(tmp_path):
+STUDY_V2_COMPARE = ["base_s2:base", "base_s2:larger", "base_spatial:base", "base_s2_spatial:base_s2",
+                    "base_s2_spatial:base_spatial", "base_s2_spatial:larger", "look_closer_gripper:base",
+                    "look_closer_gripper:larger", "look_closer_saliency:base", "look_closer_saliency:larger",
+                    "larger:base", "privileged:base"]  # configs/study_v2.yaml's compare
+#: every published report (docs/results.md) -> the report command's arguments that wrote it
+PUBLISHED_REPORTS = {
+    "docs/results": ["results/lift", "results/mw-hammer", "--title", "Lite0 vs Lite0 + S2 vs Lite2"],
+    **{f"docs/results_v2/{variant}": [f"results/v2/{variant}", "--title", title, "--latency", "results/v2/latency.json",
+                                      "--compare", *STUDY_V2_COMPARE]
+       for variant, title in [("twin_m12", "mw-push-twin (mark_radius 0.012): scales, heads and look-closer"),
+                              ("tiny_goal_r20", "mw-push-tiny-goal (goal_radius 0.02): scales, heads and look-closer")]},
+}
+
+
+@pytest.mark.parametrize("folder", sorted(PUBLISHED_REPORTS))
+def test_published_report_regenerates_byte_for_byte(folder, tmp_path, monkeypatch):
+    """The tables in docs/ are what the report command makes of the raw records in results/ (run from the repo)."""
     pytest.importorskip("matplotlib")
     from s2policy.report import main as report_main
 
-    report_main([str(REPO / "results" / "lift"), str(REPO / "results" / "mw-hammer"), "--out", str(tmp_path),
-                 "--title", "Lite0 vs Lite0 + S2 vs Lite2"])
-    for name in ("report.md", "results.csv"):
-        assert (tmp_path / name).read_bytes() == (REPO / "docs" / "results" / name).read_bytes(), name
+    monkeypatch.chdir(REPO)
+    assert report_main([*PUBLISHED_REPORTS[folder], "--out", str(tmp_path)]) == 0
+    for name in ("report.md", "results.csv", "differences.csv", "stage_times.csv"):
+        if (REPO / folder / name).exists() or (tmp_path / name).exists():
+            assert (tmp_path / name).read_bytes() == (REPO / folder / name).read_bytes(), name
