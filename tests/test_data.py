@@ -93,6 +93,35 @@ def test_reads_other_tools_files(tmp_path):
         assert dataset.demo_keys == ["demo_10"]
 
 
+def test_libero_camera_keys_are_cameras(tmp_path):
+    """LIBERO stores frames as obs/<camera>_rgb: the camera is `agentview`, read as our `agentview_image` contract;
+    where a file holds both spellings, robomimic's `_image` wins. Features are extracted from the stored frames."""
+    from s2policy import build_s2_encoder
+    from s2policy.data import open_episodes
+    from s2policy.features import build_feature_cache
+
+    demos = {f"demo_{i}": good_demo(5 + i, image_hw=(32, 48)) for i in range(2)}
+    for d in demos.values():
+        d["obs/agentview_rgb"] = d.pop("obs/agentview_image")
+        d["obs/eye_in_hand_rgb"] = d["obs/agentview_rgb"][:, ::-1].copy()
+    path = write_raw(tmp_path / "libero.hdf5", demos)
+    validate(path)
+    with open_episodes(path) as reader:
+        assert reader.cameras == ["agentview", "eye_in_hand"]
+        assert reader.camera_keys == {"agentview": "obs/agentview_rgb", "eye_in_hand": "obs/eye_in_hand_rgb"}
+        assert reader.frame_shape("agentview_image") == (32, 48)
+        np.testing.assert_array_equal(reader.read_frames("demo_1", "eye_in_hand", [0, 5]),
+                                      demos["demo_1"]["obs/eye_in_hand_rgb"][[0, 5]])
+    encoder = build_s2_encoder("tiny_cnn", "random", {"scales": [1]})
+    cache, stats = build_feature_cache(path, "eye_in_hand", encoder, camera_size=None, dtype="float32")
+    assert stats.frames == 11 and [len(cache.embeddings(d)) for d in cache.demos] == [5, 6]
+    cache.close()
+    for d in demos.values():
+        d["obs/agentview_image"] = np.zeros_like(d["obs/agentview_rgb"])
+    with open_episodes(write_raw(tmp_path / "both.hdf5", demos)) as reader:
+        assert reader.camera_keys["agentview"] == "obs/agentview_image"
+
+
 def _bad(name):
     """Each entry: (file builder, text the single error message must contain)."""
     demo = good_demo()

@@ -41,6 +41,11 @@ def sorted_demo_keys(keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=order)
 
 
+#: Suffixes that mark an HDF5 observation as a camera's frames, in order of preference: robomimic / robosuite
+#: `<camera>_image`, LIBERO `<camera>_rgb`. The camera is the name without it; the policy's key is `<camera>_image`.
+CAMERA_SUFFIXES = ("_image", "_rgb")
+
+
 def is_image_dataset(ds: h5py.Dataset) -> bool:
     """Image observations are stored as uint8 (T, H, W, C)."""
     return ds.dtype == np.uint8 and ds.ndim == 4
@@ -254,11 +259,27 @@ class DemoDataset(EpisodeReader):
 
     @property
     def cameras(self) -> list[str]:
-        return sorted(camera_of_image_key(k) for k in self.image_keys if k.endswith("_image"))
+        return sorted(self._stored_camera_keys())
+
+    def _stored_camera_keys(self) -> dict[str, str]:
+        """Camera -> the obs key holding its frames (`agentview` -> `agentview_image`, or LIBERO's `agentview_rgb`)."""
+        found: dict[str, str] = {}
+        for suffix in CAMERA_SUFFIXES:
+            for key in self.image_keys:
+                if key.endswith(suffix) and len(key) > len(suffix):
+                    found.setdefault(key[:-len(suffix)], key)
+        return found
+
+    def _frame_key(self, camera: str) -> str:
+        """The obs key of `camera` (given as `agentview` or `agentview_image`); `<camera>_image` when absent."""
+        return self._stored_camera_keys().get(camera_of_image_key(camera), image_key(camera))
+
+    def camera_key_expected(self, camera: str) -> str:
+        return f"obs/{self._frame_key(camera)}"
 
     def frame_shape(self, camera: str) -> tuple[int, int] | None:
         obs = self._first_demo().get("obs")
-        key = image_key(camera)
+        key = self._frame_key(camera)
         return tuple(int(n) for n in obs[key].shape[1:3]) if obs is not None and key in obs else None
 
     @property
@@ -278,12 +299,12 @@ class DemoDataset(EpisodeReader):
         return np.asarray(group["actions"][()], dtype=np.float32)
 
     def iter_frames(self, episode: str, camera: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-        ds = self.obs_array(episode, image_key(camera))
+        ds = self.obs_array(episode, self._frame_key(camera))
         for t0 in range(0, ds.shape[0], chunk):
             yield t0, read_rows(ds, t0, t0 + chunk)
 
     def read_frames(self, episode: str, camera: str, steps: Sequence[int]) -> np.ndarray:
-        ds = self.obs_array(episode, image_key(camera))
+        ds = self.obs_array(episode, self._frame_key(camera))
         return np.stack([read_rows(ds, t, t + 1)[0] for t in steps])
 
     def split(self) -> tuple[list[str], list[str]]:
@@ -301,7 +322,7 @@ class DemoDataset(EpisodeReader):
 
     def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
         for demo in self.demo_keys:
-            hash_h5_dataset(h, self.obs_array(demo, image_key(camera)))
+            hash_h5_dataset(h, self.obs_array(demo, self._frame_key(camera)))
 
     def hash_render_inputs(self, h: hashlib._Hash) -> None:
         """What re-rendered frames depend on: env_args, and per demo its states and model file."""
