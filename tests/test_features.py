@@ -130,6 +130,23 @@ def test_config_errors_name_the_problem(dataset, tiny_cnn):
         build_s2_encoder("tiny_cnn", "random", {"scale": [1, 2]})
 
 
+def test_stored_frames_below_the_encoder_input_only_when_asked(tmp_path, tiny_cnn, caplog):
+    """robomimic's 84x84 image datasets are below a 224 encoder: auto refuses and says how to proceed; source=stored
+    takes them upsampled (the encoder's own resize), with a warning."""
+    small = write_synthetic_demos(tmp_path / "small.hdf5", num_demos=2, length=4, image_size=16, seed=3)
+    with pytest.raises(ConfigError, match="frames are 16x16, below the encoder's native input size 32; .*"
+                                          "features.source=stored to upsample them"):
+        build_feature_cache(small, "agentview", tiny_cnn, camera_size=None)
+    assert not (tmp_path / "small.hdf5.features").exists()
+    with caplog.at_level("WARNING", logger="s2policy.features"):
+        cache, stats = build_feature_cache(small, "agentview", tiny_cnn, camera_size=None, source="stored",
+                                           dtype="float32")
+    assert "upsampled to it (features.source=stored)" in caplog.text and stats.frames == 8
+    with open_dataset(small) as ds:
+        direct = tiny_cnn.embed(frames_to_tensor(ds.obs_array("demo_1", "agentview_image")[()])).numpy()
+    np.testing.assert_allclose(cache.embeddings("demo_1"), direct, rtol=1e-5, atol=1e-5)
+
+
 # ---- integrity: checksummed shards, two processes, a full disk ----------------------------------------------------
 def _cache(dataset, encoder, **kw):
     return build_feature_cache(dataset, "agentview", encoder, camera_size=32, dtype="float32", **kw)

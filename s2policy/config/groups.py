@@ -109,7 +109,9 @@ class FeaturesConfig:
 
     cache: bool = True  #: false = run the frozen encoder on every batch (slow; what the cache saves)
     cache_dir: str | None = None  #: null = <dataset>.features/ beside the dataset
-    source: str = "auto"  #: auto | stored | render (re-render frames from states at task.camera_size)
+    #: auto | stored | render (re-render frames from states at task.camera_size); stored also takes frames smaller
+    #: than the encoder's input (e.g. robomimic's 84x84), upsampled, which auto refuses
+    source: str = "auto"
     dtype: str = "float16"  #: float16 | float32 storage of cached features
     batch_size: int = 16  #: frames per encoder call during extraction
     #: also cache merged spatial token maps in the pooled cache (policy=spatial does not need this: it streams maps

@@ -6,6 +6,7 @@ trained with. Resizing to each S2 scale happens inside `S2Encoder`, not here.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,8 @@ import torch
 from ..data import EpisodeReader, open_episodes
 from ..data import image_key as image_key  # re-exported: policy and runtime import it from here
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -73,10 +76,11 @@ def resolve_frame_source(
     path = Path(path)
     if source not in ("auto", "stored", "render"):
         raise ConfigError(f"features.source={source!r}: expected auto, stored or render")
-    if camera_size is not None and native_size is not None and camera_size < native_size:
+    if camera_size is not None and native_size is not None and camera_size < native_size and source != "stored":
         raise ConfigError(
             f"camera size {camera_size} is below the encoder's native input size {native_size}: "
-            f"S2 would upsample every scale; use task.camera_size >= {native_size}"
+            f"S2 would upsample every scale; use task.camera_size >= {native_size}, or features.source=stored to take "
+            "stored frames of that size upsampled"
         )
     with open_episodes(path) as ds:
         if not ds.episodes:
@@ -97,10 +101,12 @@ def resolve_frame_source(
                 "set task.camera_size=null to use them as stored, or features.source=render"
             )
         if native_size is not None and min(stored_shape) < native_size:
-            raise ConfigError(
-                f"{path}: {where} frames are {stored_shape[0]}x{stored_shape[1]}, below the encoder's native "
-                f"input size {native_size}; re-render them larger (features.source=render task.camera_size=...)"
-            )
+            small = (f"{path}: {where} frames are {stored_shape[0]}x{stored_shape[1]}, below the encoder's native "
+                     f"input size {native_size}")
+            if source != "stored":  # e.g. robomimic's 84x84 or LIBERO's 128x128 image datasets: an explicit choice
+                raise ConfigError(f"{small}; re-render them larger (features.source=render task.camera_size=...) or "
+                                  "set features.source=stored to upsample them (S2's larger scales then add no detail)")
+            log.warning("%s: upsampled to it (features.source=stored); S2's larger scales add no detail", small)
         return FrameSource(path, camera, "stored", stored_shape, camera_size)
     why_not = _why_not_renderable(env_args, camera, has_states, camera_size)
     if why_not:
