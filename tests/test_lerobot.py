@@ -275,6 +275,30 @@ def test_no_cache_mode_is_refused_for_video_datasets():
         EncodedFeatures(str(FIXTURES / "v21"), steps, ["front"], None, "cpu")
 
 
+def test_no_cache_mode_reads_image_feature_cameras_at_random_steps():
+    """Image cells decode one step at a time, so features.cache=false works for them (not for a video beside them)."""
+    import torch
+
+    from s2policy import build_s2_encoder
+    from s2policy.features import frames_to_tensor
+    from s2policy.train.data import EncodedFeatures, load_steps
+
+    encoder = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
+    steps = load_steps(str(FIXTURES / "v21_images"), ["episode_000002", "episode_000000"], ["proprio"])
+    features = EncodedFeatures(str(FIXTURES / "v21_images"), steps, ["front", "wrist"], encoder, torch.device("cpu"))
+    try:
+        idx = torch.tensor([7, 0, 3, 7])  # episode_000000 step 3, episode_000002 step 0, ... (in load order)
+        got = features.gather(idx)
+    finally:
+        features.close()
+    where = steps.locate(idx)
+    expected = [torch.cat([encoder.embed(frames_to_tensor(written.camera_frame(cam, int(d[-1]), t)[None]))
+                           for cam in ("front", "wrist")], dim=1) for d, t in where]
+    torch.testing.assert_close(got, torch.cat(expected).detach(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"the video camera\(s\) \['wrist'\] can only do by decoding whole episodes"):
+        EncodedFeatures(str(FIXTURES / "v30_images"), steps, ["front", "wrist"], encoder, torch.device("cpu"))
+
+
 def _reencode(src: Path, dst: Path, fps: int, keep: int) -> None:
     cursor = VideoCursor(src, 10)
     frames = np.concatenate([f for _, f in cursor.read(0.0, keep, 64)])

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,9 @@ ACTION_FEATURE = "action"
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 #: How far a row's `timestamp` may be from frame_index / fps (LeRobot's own loader allows 1e-4 s between frames).
 TIMESTAMP_TOLERANCE_S = 1e-4
+#: Image columns (one feature of one data file) kept in memory: sequential reading needs one per camera, random
+#: access (features.cache=false) across v2.1's per-episode files gains from a few more.
+IMAGE_COLUMNS_KEPT = 4
 
 
 def feature_of_key(key: str) -> str:
@@ -177,8 +180,8 @@ class LeRobotReader(EpisodeReader):
                   self.fps, self.cameras)
         self._rows: dict[Path, tuple[Any, np.ndarray]] = {}  # data file -> (table, episode_index column)
         self._cursors: dict[str, VideoCursor] = {}  # video feature -> open file being read forward
-        # image feature -> (data file, its cells, its episode_index and frame_index columns): one file per feature
-        self._cells: dict[str, tuple[Path, tuple[list, list], np.ndarray, np.ndarray]] = {}
+        # (image feature, data file) -> (its cells, its episode_index and frame_index columns), least recent first
+        self._cells: OrderedDict[tuple[str, Path], tuple[tuple[list, list], np.ndarray, np.ndarray]] = OrderedDict()
 
     # ---- metadata ----
     def _check_camera_fps(self) -> None:
@@ -450,8 +453,10 @@ class LeRobotReader(EpisodeReader):
 
     def image_cells(self, ep: LeRobotEpisode, feature: str) -> tuple[list[bytes | None], list[str | None]]:
         """(bytes, path) of the episode's cells of an image feature, ordered by frame_index; checks the row count."""
-        if feature not in self._cells or self._cells[feature][0] != ep.data_file:
-            self._cells.pop(feature, None)  # one data file per feature in memory: episodes are read in order
+        key = (feature, ep.data_file)
+        if key in self._cells:
+            self._cells.move_to_end(key)
+        else:
             if not ep.data_file.is_file():
                 raise DatasetError(f"{self.path}: episode {ep.index}: data file {ep.data_file} not found")
             names = _parquet(self._pq.read_schema, ep.data_file).names
@@ -460,9 +465,10 @@ class LeRobotReader(EpisodeReader):
                 raise DatasetError(f"{ep.data_file}: no column(s) {missing} (declared in meta/info.json features)")
             table = _parquet(self._pq.read_table, ep.data_file, columns=[feature, "episode_index", "frame_index"])
             cells = image_column(table, feature, str(ep.data_file))
-            self._cells[feature] = (ep.data_file, cells, table.column("episode_index").to_numpy(),
-                                    table.column("frame_index").to_numpy())
-        _, (data, paths), episode_column, frame_column = self._cells[feature]
+            self._cells[key] = (cells, table.column("episode_index").to_numpy(), table.column("frame_index").to_numpy())
+            while len(self._cells) > IMAGE_COLUMNS_KEPT:
+                self._cells.popitem(last=False)
+        (data, paths), episode_column, frame_column = self._cells[key]
         rows = np.flatnonzero(episode_column == ep.index)
         if len(rows) != ep.length:
             raise DatasetError(f"{ep.data_file}: episode {ep.index} has {len(rows)} Parquet rows but its metadata says "
@@ -492,6 +498,9 @@ class LeRobotReader(EpisodeReader):
             return
         path, start = ep.videos[feature]
         yield from self._cursor(feature, path).read(start, ep.length, chunk)
+
+    def frames_random_access(self, camera: str) -> bool:
+        return self._require_camera(camera) in self.image_features
 
     def read_frames(self, episode: str, camera: str, steps: Sequence[int]) -> np.ndarray:
         """Image features decode only `steps`; videos are decoded from the episode's start (read forward)."""
