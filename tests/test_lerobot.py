@@ -504,3 +504,20 @@ def test_policy_trained_on_a_lerobot_dataset_of_our_task_evaluates(tmp_path):
     summary = evaluate(policy_file, tmp_path / "eval", EvalSettings(episodes=1, workers=0, max_steps=8))
     assert summary["success"]["episodes"] == 1 and summary["task"] == "lift", summary
     assert summary["policy"]["camera_size"] == [64, 64] and summary["dataset"] == str(root)
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not LEROBOT_PYTHON, reason="set S2POLICY_LEROBOT_PYTHON to a Python with `lerobot` installed "
+                                               "to compare with LeRobot's own loader")
+def test_lerobot_loader_and_ours_agree_on_image_features(tmp_path):
+    """LeRobot's loader and ours give the same frames of a LeRobot-written image feature, bit for bit."""
+    dump = tmp_path / "lerobot.npz"
+    proc = subprocess.run([LEROBOT_PYTHON, str(REPO / "tests/lerobot_env/read_with_lerobot.py"),
+                           str(FIXTURES / "v30_images"), str(dump)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = np.load(dump)
+    with open_episodes(FIXTURES / "v30_images") as r:
+        for i, ep in enumerate(r.episodes):
+            np.testing.assert_array_equal(theirs[f"frames.front.{i}"], decode(r, ep, "front"))
+            np.testing.assert_array_equal(theirs[f"state.{i}"], r.read_lowdim(ep, ["proprio"])["proprio"])
