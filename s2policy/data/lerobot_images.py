@@ -94,7 +94,7 @@ def decode_image(data: bytes, shape: tuple[int, int], where: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             _check_header(image, shape, where)
             image.load()  # decodes the pixels: a truncated or corrupt stream fails here
-            return np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8).copy()
+            return np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)  # writable
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001 - see check_image
