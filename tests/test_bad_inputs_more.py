@@ -352,11 +352,11 @@ LEROBOT_DAMAGE.update({
                               f"episode 2, frame 4, feature '{FRONT}': image of 64x48 (H x W), but meta/info.json "
                               "declares 48x80"),
     "image_in_grey": ("v21_images", edit_cell(V21_IMAGE_DATA_2, FRONT, 2, {"bytes": png_of((48, 80)), "path": None}),
-                      f"episode 2, frame 2, feature '{FRONT}': image in mode 'L' (1 channel(s)), but a camera frame "
-                      "must be RGB (3 channels)"),
+                      f"episode 2, frame 2, feature '{FRONT}': image in mode 'L' (1 channel(s)), but meta/info.json "
+                      "declares 3 (RGB)"),
     "image_declared_with_4_channels": ("v30_images", edit_info(lambda i: (i["features"][FRONT].update(
-        {"shape": [48, 80, 4]}), i)[1]), f"{FRONT}: declared shape [48, 80, 4] (names ['height', 'width', "
-                                         "'channels']) is not an RGB image (H, W, 3)"),
+        {"shape": [48, 80, 4]}), i)[1]), f"episode 0, frame 0, feature '{FRONT}': image in mode 'RGB' (3 channel(s)), "
+                                         "but meta/info.json declares 4"),
     "image_feature_not_in_parquet": ("v30_images", edit_info(lambda i: (i["features"].update(
         {"observation.images.top": i["features"][FRONT]}), i)[1]),
         "file-000.parquet: no column(s) ['observation.images.top'] (declared in meta/info.json features)"),

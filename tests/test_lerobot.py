@@ -155,6 +155,38 @@ def test_image_cells_without_bytes_read_the_file_their_path_names(tmp_path):
         decode(r, "episode_000000", "front")
 
 
+def test_a_depth_image_feature_is_checked_but_is_no_camera(tmp_path):
+    """LeRobot marks depth maps `info.is_depth_map` (16-bit single-channel PNG): not a camera, but its cells are
+    still checked against their declared shape; naming it as a camera says why it cannot be one."""
+    import io
+
+    from PIL import Image
+
+    root = copy_fixture("v21_images", tmp_path)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.wrist"].update(shape=[64, 48, 1], info={"is_depth_map": True})
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+    def depth_png(_: dict) -> dict:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((64, 48), 1234, np.uint16)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    for f in sorted((root / "data").rglob("*.parquet")):
+        edit_image_cells(f, "observation.images.wrist", lambda cells: [depth_png(c) for c in cells])
+    validate(root)
+    with open_episodes(root) as r:
+        assert r.cameras == ["front"] and r.frame_shape("wrist") is None
+        with pytest.raises(DatasetError, match=r"observation.images.wrist is an image feature of shape \[64, 48, 1\] "
+                                               r"\(names .*, a depth map\): a camera must be RGB \(H, W, 3\)"):
+            decode(r, "episode_000000", "wrist")
+    edit_image_cells(root / V21_FRONT_0, "observation.images.wrist",
+                     lambda cells: [{"bytes": png(np.zeros((64, 48, 3), np.uint8)), "path": None}] + cells[1:])
+    with pytest.raises(DatasetError, match=r"episode 0, frame 0, feature 'observation.images.wrist': image in mode "
+                                           r"'RGB' \(3 channel\(s\)\), but meta/info.json declares 1"):
+        validate(root)
+
+
 def test_frame_fingerprint_follows_the_image_cells(tmp_path):
     """The feature cache is keyed by the frames: editing one image cell must change it, a copy must not."""
     import hashlib

@@ -170,8 +170,10 @@ class LeRobotReader(EpisodeReader):
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise DatasetError(f"{info_file}: fps must be a positive number, got {self.info.get('fps')!r}")
         self.video_features = sorted(k for k, v in self.features.items() if v.get("dtype") == "video")
+        #: every feature stored as images in the Parquet files (validate checks them all) ...
         self.image_features = sorted(k for k, v in self.features.items() if v.get("dtype") == "image")
-        self.camera_features = sorted(self.video_features + self.image_features)
+        # ... of which the RGB ones are cameras; a depth map (LeRobot's info.is_depth_map) or grey image is not
+        self.camera_features = sorted(self.video_features + [k for k in self.image_features if self._is_rgb(k)])
         self._check_camera_fps()
         self.sidecar = self._read_sidecar()
         self._episodes = self._read_episodes()
@@ -311,28 +313,38 @@ class LeRobotReader(EpisodeReader):
     def camera_key_expected(self, camera: str) -> str:
         return self.camera_feature(camera) or IMAGES_PREFIX + camera_of_image_key(camera)
 
+    @staticmethod
+    def _names(camera: str, feature: str) -> bool:
+        """Whether `camera` (given as `front`, `front_image` or `observation.images.front`) names `feature`."""
+        return camera in (feature, camera_of_feature(feature), f"{camera_of_feature(feature)}_image")
+
     def camera_feature(self, camera: str) -> str | None:
-        """The video or image feature of `camera` (given as `front`, `front_image` or `observation.images.front`)."""
-        for key in self.camera_features:
-            if camera in (key, camera_of_feature(key), f"{camera_of_feature(key)}_image"):
-                return key
-        return None
+        """The video or image feature of `camera`, or None."""
+        return next((key for key in self.camera_features if self._names(camera, key)), None)
 
     def _require_camera(self, camera: str) -> str:
         key = self.camera_feature(camera)
         if key is None:
+            other = [k for k in self.image_features if self._names(camera, k)]
+            if other:
+                feat = self.features[other[0]]
+                raise DatasetError(f"{self.path / INFO_FILE}: {other[0]} is an image feature of shape {feat.get('shape')}"
+                                   f" (names {feat.get('names')}{', a depth map' if self._is_depth(other[0]) else ''})"
+                                   ": a camera must be RGB (H, W, 3)")
             expected = IMAGES_PREFIX + camera_of_image_key(camera)
             raise DatasetError(f"{self.path}: no video or image feature for camera {camera!r} (expected {expected!r}); "
                                f"available: {self.camera_features}")
-        if key in self.image_features:
-            problem = self.image_shape_problem(key)
-            if problem:
-                raise DatasetError(f"{self.path / INFO_FILE}: {problem}")
         return key
 
-    def _declared_shape(self, feature: str) -> tuple[tuple[int, int], int | None]:
-        """((H, W), channels or None) as info.json declares them: (H, W, C) by default, (C, H, W) when the names
-        start with "channel(s)" (LeRobot's writer takes either; older datasets used (C, H, W))."""
+    def _is_depth(self, feature: str) -> bool:
+        return bool((self.features[feature].get("info") or {}).get("is_depth_map"))
+
+    def _is_rgb(self, feature: str) -> bool:
+        return self.declared_image(feature)[1] == 3 and not self._is_depth(feature)
+
+    def declared_image(self, feature: str) -> tuple[tuple[int, int], int]:
+        """((H, W), channels) as info.json declares them: (H, W, C) by default, (C, H, W) when the names start with
+        "channel(s)" (LeRobot's writer takes either; older datasets used (C, H, W)); (H, W) is one channel."""
         feat = self.features[feature]
         names, shape = [str(n) for n in feat.get("names") or []], list(feat.get("shape") or [])
         try:
@@ -340,18 +352,10 @@ class LeRobotReader(EpisodeReader):
         except (TypeError, ValueError):
             raise DatasetError(f"{self.path / INFO_FILE}: {feature}: shape {shape} is not a list of integers") from None
         if len(shape) == 3 and names[:1] in (["channels"], ["channel"]):
-            return (shape[1], shape[2]), shape[0]
-        if len(shape) < 2:
+            shape = [shape[1], shape[2], shape[0]]
+        if len(shape) not in (2, 3) or min(shape) < 1:
             raise DatasetError(f"{self.path / INFO_FILE}: {feature}: shape {shape} is not that of an image (H, W, C)")
-        return (shape[0], shape[1]), (shape[2] if len(shape) == 3 else None)
-
-    def image_shape_problem(self, feature: str) -> str | None:
-        """Why an image feature's declared shape cannot be a camera (not (H, W, 3) / (3, H, W)), or None."""
-        (h, w), channels = self._declared_shape(feature)
-        if channels != 3 or h < 1 or w < 1:
-            return (f"{feature}: declared shape {self.features[feature].get('shape')} (names "
-                    f"{self.features[feature].get('names')}) is not an RGB image (H, W, 3)")
-        return None
+        return (shape[0], shape[1]), (shape[2] if len(shape) == 3 else 1)
 
     def frame_shape(self, camera: str) -> tuple[int, int] | None:
         key = self.camera_feature(camera)
@@ -360,7 +364,7 @@ class LeRobotReader(EpisodeReader):
         info = self.features[key].get("info") or {}
         if "video.height" in info and "video.width" in info:
             return int(info["video.height"]), int(info["video.width"])
-        return self._declared_shape(key)[0]
+        return self.declared_image(key)[0]
 
     @property
     def env_args(self) -> dict[str, Any]:
@@ -482,7 +486,7 @@ class LeRobotReader(EpisodeReader):
     def _decode_cells(self, ep: LeRobotEpisode, feature: str, steps: Sequence[int]) -> np.ndarray:
         """uint8 (len(steps), H, W, 3): the episode's image cells at `steps`, each decoded and checked."""
         data, paths = self.image_cells(ep, feature)
-        shape = self._declared_shape(feature)[0]
+        shape = self.declared_image(feature)[0]
         frames = []
         for t in steps:
             where = f"{ep.data_file}: episode {ep.index}, frame {t}, feature {feature!r}"

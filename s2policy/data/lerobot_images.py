@@ -7,9 +7,9 @@ name in `path`; hub datasets converted from other sources may hold JPEG. A cell 
 file by `path` alone; we resolve a relative path against the dataset folder (Hugging Face's loader would resolve it
 against the working directory, which no dataset can rely on).
 
-Frames come back as uint8 (H, W, 3) RGB. A cell that cannot give that (no bytes and no file, undecodable, another
-size than meta/info.json declares, another channel count) is a DatasetError naming the file, episode, frame and
-feature.
+Camera frames come back as uint8 (H, W, 3) RGB. A cell that cannot give that (no bytes and no file, undecodable,
+another size than meta/info.json declares, another channel count) is a DatasetError naming the file, episode, frame
+and feature. Image features not declared RGB (depth maps, grey images) are no cameras; their cells are only checked.
 """
 
 from __future__ import annotations
@@ -64,23 +64,23 @@ def cell_bytes(data: bytes | None, path: str | None, root: Path, where: str) -> 
                            f"(looked for {f}: {e})") from e
 
 
-def _check_header(image: Any, shape: tuple[int, int], where: str) -> None:
+def _check_header(image: Any, shape: tuple[int, int], channels: int, where: str) -> None:
     h, w = shape
     if image.size != (w, h):
         raise DatasetError(f"{where}: image of {image.size[1]}x{image.size[0]} (H x W), but meta/info.json declares "
                            f"{h}x{w}")
-    if image.mode not in RGB_MODES:
-        channels = MODE_CHANNELS.get(image.mode, "an unknown number of")
-        raise DatasetError(f"{where}: image in mode {image.mode!r} ({channels} channel(s)), but a camera frame must be "
-                           "RGB (3 channels)")
+    if not (image.mode in RGB_MODES if channels == 3 else MODE_CHANNELS.get(image.mode) == channels):
+        found = MODE_CHANNELS.get(image.mode, "an unknown number of")
+        raise DatasetError(f"{where}: image in mode {image.mode!r} ({found} channel(s)), but meta/info.json declares "
+                           f"{channels}{' (RGB)' if channels == 3 else ''}")
 
 
-def check_image(data: bytes, shape: tuple[int, int], where: str) -> None:
+def check_image(data: bytes, shape: tuple[int, int], channels: int, where: str) -> None:
     """Reads the image's header only (format, size, mode): cheap, but a damaged pixel stream passes."""
     Image = _pil()
     try:
         with Image.open(io.BytesIO(data)) as image:
-            _check_header(image, shape, where)
+            _check_header(image, shape, channels, where)
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001 - PIL raises many types (UnidentifiedImageError, SyntaxError, ...)
@@ -92,7 +92,7 @@ def decode_image(data: bytes, shape: tuple[int, int], where: str) -> np.ndarray:
     Image = _pil()
     try:
         with Image.open(io.BytesIO(data)) as image:
-            _check_header(image, shape, where)
+            _check_header(image, shape, 3, where)
             image.load()  # decodes the pixels: a truncated or corrupt stream fails here
             return np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)  # writable
     except DatasetError:
