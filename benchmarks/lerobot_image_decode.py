@@ -12,7 +12,6 @@ extraction does) and single-step reads (`read_frames`, what features.cache=false
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import platform
@@ -28,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from lerobot_decode import scene  # noqa: E402
+from lerobot_decode import report, scene, size_parser  # noqa: E402
 
 from s2policy.data import open_episodes, validate  # noqa: E402
 
@@ -91,13 +90,7 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=4)
-    parser.add_argument("--length", type=int, default=90)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = size_parser(__doc__).parse_args()
     import PIL
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,10 +127,7 @@ def main() -> None:
         "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
                     "pillow": PIL.__version__},
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":
