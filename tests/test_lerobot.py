@@ -1,6 +1,7 @@
 """LeRobot datasets: the native reader on datasets written by LeRobot's own writer (v3.0 and v2.1 fixtures, see
-tests/fixtures/lerobot/make_lerobot_fixtures.py), the bad-input errors, training on them, and the v3.0 export
-(read back natively always; by LeRobot's loader when a LeRobot environment is configured)."""
+tests/fixtures/lerobot/make_lerobot_fixtures.py; cameras as videos, and as image features stored inside the Parquet
+files), the bad-input errors, training on them, and the v3.0 export (read back natively always; by LeRobot's loader
+when a LeRobot environment is configured)."""
 
 from __future__ import annotations
 
