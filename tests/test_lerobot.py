@@ -156,6 +156,30 @@ def test_image_cells_without_bytes_read_the_file_their_path_names(tmp_path):
         decode(r, "episode_000000", "front")
 
 
+def test_jpeg_image_cells_read(tmp_path):
+    """Hub datasets converted from other sources may hold JPEG cells: they decode like PNG (within JPEG's loss)."""
+    import io
+
+    from PIL import Image
+
+    def jpeg(frame: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=95)
+        return buf.getvalue()
+
+    root = copy_fixture("v30_images", tmp_path)
+    source = written.episode_frames("front", 0, IMAGE_LENGTHS[0])
+    edit_image_cells(root / "data/chunk-000/file-000.parquet", "observation.images.front",
+                     lambda cells: [{"bytes": jpeg(source[n]), "path": None} if n < len(source) else c
+                                    for n, c in enumerate(cells)])
+    validate(root)
+    with open_episodes(root) as r:
+        frames = decode(r, "episode_000000", "front")
+        assert not np.array_equal(frames, source)  # JPEG, not the PNG
+        assert_same_frames(frames, source)
+        np.testing.assert_array_equal(decode(r, "episode_000001", "front"), written.episode_frames("front", 1, 3))
+
+
 def test_a_depth_image_feature_is_checked_but_is_no_camera(tmp_path):
     """LeRobot marks depth maps `info.is_depth_map` (16-bit single-channel PNG): not a camera, but its cells are
     still checked against their declared shape; naming it as a camera says why it cannot be one."""
