@@ -108,7 +108,7 @@ def png(frame: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("version", list(IMAGE_VERSIONS))
-def test_reads_image_features_written_by_lerobot(version):
+def test_reads_image_features_written_by_lerobot(version, caplog):
     """Image features are cameras like videos: the PNG frames LeRobot's writer embedded come back exactly, at any
     steps, beside a video camera (v3.0) or alone (v2.1); what LeRobot's own loader decodes matches too."""
     fmt, image_cameras = IMAGE_VERSIONS[version]
@@ -137,7 +137,9 @@ def test_reads_image_features_written_by_lerobot(version):
                     np.testing.assert_allclose(frames.mean(axis=(1, 2)), lerobot_means[f"{cam}.{i}"], atol=0.05)
         with pytest.raises(DatasetError, match=r"episode 1 has 3 frames; steps \[3\] are out of range"):
             r.read_frames("episode_000001", "front", [0, 3])
-    validate(FIXTURES / version)
+    with caplog.at_level("INFO"):
+        validate(FIXTURES / version)
+    assert "checked by their image headers (presence, size, channels); their pixel data is decoded" in caplog.text
 
 
 def test_image_cells_without_bytes_read_the_file_their_path_names(tmp_path):
@@ -246,6 +248,18 @@ def test_damaged_pixel_stream_fails_the_cache_build_and_leaves_nothing(tmp_path)
                                            r"'observation.images.wrist': undecodable image"):
         build_feature_cache(root, "wrist", encoder, cache_root=tmp_path / "cache", device="cpu")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*"))
+
+
+def test_training_refuses_a_damaged_image_cell_before_any_work(tmp_path):
+    from s2policy.train import train
+
+    root = copy_fixture("v21_images", tmp_path)
+    edit_image_cells(root / V21_FRONT_0, "observation.images.wrist",
+                     lambda cells: cells[:2] + [{"bytes": None, "path": None}] + cells[3:])
+    with pytest.raises(DatasetError, match=r"episode_000000.parquet: episode 0, frame 2, feature "
+                                           r"'observation.images.wrist': no image \(the cell's bytes and path"):
+        train(run_config(root, tmp_path / "run", "task.cameras=[front,wrist]", "task.camera_size=null"))
+    assert not (tmp_path / "v21_images.features").exists() and not (tmp_path / "run" / "policy.safetensors").exists()
 
 
 @pytest.mark.parametrize("version", list(IMAGE_VERSIONS))

@@ -254,6 +254,10 @@ def _check_image_cells(reader: LeRobotReader) -> list[str]:
                     check_image(cell_bytes(data, image_path, reader.path, where), shape, channels, where)
             except DatasetError as e:
                 problems.append(str(e))
+    if reader.image_features:
+        log.info("%s: image features %s checked by their image headers (presence, size, channels); their pixel data "
+                 "is decoded and checked when frames are read (building the feature cache)", reader.path,
+                 reader.image_features)
     return problems
 
 
