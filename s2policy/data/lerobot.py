@@ -344,7 +344,7 @@ class LeRobotReader(EpisodeReader):
 
     def declared_image(self, feature: str) -> tuple[tuple[int, int], int]:
         """((H, W), channels) as info.json declares them: (H, W, C) by default, (C, H, W) when the names start with
-        "channel(s)" (LeRobot's writer takes either; older datasets used (C, H, W)); (H, W) is one channel."""
+        "channel(s)" (some datasets declare (C, H, W)); (H, W) is one channel."""
         feat = self.features[feature]
         names, shape = [str(n) for n in feat.get("names") or []], list(feat.get("shape") or [])
         try:
