@@ -85,14 +85,27 @@ def seek_per_frame_fps(dataset: Path, samples: int) -> dict:
     return {"frames": samples, "seconds": round(seconds, 3), "frames_per_s": round(samples / seconds, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def size_parser(description: str) -> argparse.ArgumentParser:
+    """The dataset-size options the LeRobot decode benchmarks share, and --out."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--length", type=int, default=90)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def report(result: dict, out: Path | None) -> None:
+    """Print the result as JSON, and write it to `out` when given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
+def main() -> None:
+    args = size_parser(__doc__).parse_args()
     import av
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,10 +126,7 @@ def main() -> None:
             "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
                         "pyav": av.__version__, "ffmpeg": ".".join(map(str, av.library_versions["libavcodec"]))},
         }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

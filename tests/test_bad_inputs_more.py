@@ -317,6 +317,52 @@ LEROBOT_DAMAGE: dict[str, tuple[str, Callable[[Path], None], str]] = {
 }
 
 
+# image features (frames as PNG cells in the data Parquet), in fixtures LeRobot wrote: v3.0 (front an image feature,
+# episodes of 4, 3, 5 frames in one file) and v2.1 (both cameras image features, one file per episode)
+V30_IMAGE_DATA, V21_IMAGE_DATA_2 = "data/chunk-000/file-000.parquet", "data/chunk-000/episode_000002.parquet"
+
+
+def png_of(shape: tuple[int, ...]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full(shape, 100, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def edit_cell(rel: str, feature: str, row: int, cell: dict) -> Callable[[Path], None]:
+    return edit_column(rel, feature, lambda cells: [cell if i == row else c for i, c in enumerate(cells)])
+
+
+FRONT, WRIST = "observation.images.front", "observation.images.wrist"
+LEROBOT_DAMAGE.update({
+    "image_cell_undecodable": ("v30_images", edit_cell(V30_IMAGE_DATA, FRONT, 5, {"bytes": b"\x89PNG broken", "path": None}),
+                               f"{V30_IMAGE_DATA}: episode 1, frame 1, feature '{FRONT}': undecodable image"),
+    "image_cell_empty": ("v21_images", edit_cell(V21_IMAGE_DATA_2, WRIST, 3, {"bytes": None, "path": None}),
+                         f"{V21_IMAGE_DATA_2}: episode 2, frame 3, feature '{WRIST}': no image (the cell's bytes and "
+                         "path are both null)"),
+    "image_cell_names_a_missing_file": ("v21_images", edit_cell(V21_IMAGE_DATA_2, WRIST, 0,
+                                                                {"bytes": None, "path": "frame_000000.png"}),
+                                        f"feature '{WRIST}': the cell has no bytes and its image file "
+                                        "'frame_000000.png' cannot be read"),
+    "image_of_another_size": ("v30_images", edit_cell(V30_IMAGE_DATA, FRONT, 11, {"bytes": png_of((64, 48, 3)),
+                                                                                  "path": None}),
+                              f"episode 2, frame 4, feature '{FRONT}': image of 64x48 (H x W), but meta/info.json "
+                              "declares 48x80"),
+    "image_in_grey": ("v21_images", edit_cell(V21_IMAGE_DATA_2, FRONT, 2, {"bytes": png_of((48, 80)), "path": None}),
+                      f"episode 2, frame 2, feature '{FRONT}': image in mode 'L' (1 channel(s)), but meta/info.json "
+                      "declares 3 (RGB)"),
+    "image_declared_with_4_channels": ("v30_images", edit_info(lambda i: (i["features"][FRONT].update(
+        {"shape": [48, 80, 4]}), i)[1]), f"episode 0, frame 0, feature '{FRONT}': image in mode 'RGB' (3 channel(s)), "
+                                         "but meta/info.json declares 4"),
+    "image_feature_not_in_parquet": ("v30_images", edit_info(lambda i: (i["features"].update(
+        {"observation.images.top": i["features"][FRONT]}), i)[1]),
+        "file-000.parquet: no column(s) ['observation.images.top'] (declared in meta/info.json features)"),
+})
+
+
 @pytest.mark.parametrize("name", sorted(LEROBOT_DAMAGE))
 def test_damaged_lerobot_dataset_is_refused_cleanly(name, tmp_path, capsys):
     pytest.importorskip("pyarrow")

@@ -1,6 +1,7 @@
 """LeRobot datasets: the native reader on datasets written by LeRobot's own writer (v3.0 and v2.1 fixtures, see
-tests/fixtures/lerobot/make_lerobot_fixtures.py), the bad-input errors, training on them, and the v3.0 export
-(read back natively always; by LeRobot's loader when a LeRobot environment is configured)."""
+tests/fixtures/lerobot/make_lerobot_fixtures.py; cameras as videos, and as image features stored inside the Parquet
+files), the bad-input errors, training on them, and the v3.0 export (read back natively always; by LeRobot's loader
+when a LeRobot environment is configured)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,217 @@ def test_reads_datasets_written_by_lerobot(version):
     validate(FIXTURES / version)
 
 
+# ---- image features (frames stored inside the Parquet files) ----
+#: fixtures LeRobot wrote with `--image-cameras`: v3.0 by LeRobot 0.6.1 (front an image, wrist a video: mixed),
+#: v2.1 by LeRobot 0.3.3 with use_videos=False (both cameras images)
+IMAGE_VERSIONS = {"v30_images": ("lerobot-v3.0", {"front"}), "v21_images": ("lerobot-v2.1", {"front", "wrist"})}
+IMAGE_LENGTHS = (4, 3, 5)
+V21_FRONT_0 = "data/chunk-000/episode_000000.parquet"
+
+
+def edit_image_cells(file: Path, feature: str, change) -> None:
+    """Rewrite an image column: `change` maps the list of {bytes, path} cells to new cells."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(file)
+    i = table.schema.get_field_index(feature)
+    cells = pa.array(change(table.column(feature).to_pylist()), type=table.schema.field(feature).type)
+    pq.write_table(table.set_column(i, feature, cells), file)
+
+
+def png(frame: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("version", list(IMAGE_VERSIONS))
+def test_reads_image_features_written_by_lerobot(version, caplog):
+    """Image features are cameras like videos: the PNG frames LeRobot's writer embedded come back exactly, at any
+    steps, beside a video camera (v3.0) or alone (v2.1); what LeRobot's own loader decodes matches too."""
+    fmt, image_cameras = IMAGE_VERSIONS[version]
+    lerobot_means = FIXTURES / version / "lerobot_decoded.json"
+    lerobot_means = json.loads(lerobot_means.read_text()) if lerobot_means.is_file() else None
+    assert lerobot_means is not None or version == "v21_images"
+    with open_episodes(FIXTURES / version) as r:
+        assert r.format == fmt and r.cameras == ["front", "wrist"] and r.lowdim_keys == ["proprio"]
+        assert r.camera_keys == {"front": "observation.images.front", "wrist": "observation.images.wrist"}
+        assert r.frame_shape("front") == (48, 80) and r.frame_shape("observation.images.wrist") == (64, 48)
+        assert set(r.image_features) == {f"observation.images.{c}" for c in image_cameras}
+        for i, ep in enumerate(r.episodes):
+            assert r.episode_length(ep) == IMAGE_LENGTHS[i]
+            state, action = written.episode_arrays(i, IMAGE_LENGTHS[i])
+            np.testing.assert_array_equal(r.read_lowdim(ep, ["proprio"])["proprio"], state)
+            np.testing.assert_array_equal(r.read_actions(ep), action)
+            for cam in ("front", "wrist"):
+                source = written.episode_frames(cam, i, IMAGE_LENGTHS[i])
+                frames = decode(r, ep, cam, chunk=2)
+                if cam in image_cameras:  # PNG is lossless
+                    np.testing.assert_array_equal(frames, source)
+                    np.testing.assert_array_equal(r.read_frames(ep, cam, [2, 0, 2]), source[[2, 0, 2]])
+                else:
+                    assert_same_frames(frames, source)
+                if lerobot_means is not None:
+                    np.testing.assert_allclose(frames.mean(axis=(1, 2)), lerobot_means[f"{cam}.{i}"], atol=0.05)
+        with pytest.raises(DatasetError, match=r"episode 1 has 3 frames; steps \[3\] are out of range"):
+            r.read_frames("episode_000001", "front", [0, 3])
+    with caplog.at_level("INFO"):
+        validate(FIXTURES / version)
+    assert "checked by their image headers (presence, size, channels); their pixel data is decoded" in caplog.text
+
+
+def test_image_cells_without_bytes_read_the_file_their_path_names(tmp_path):
+    """A cell may hold only a path (Hugging Face's Image feature allows it): relative to the dataset folder."""
+    root = copy_fixture("v21_images", tmp_path)
+    folder = "images/observation.images.front/episode_000000"
+    edit_image_cells(root / V21_FRONT_0, "observation.images.front",
+                     lambda cells: [{"bytes": None, "path": f"{folder}/{c['path']}"} for c in cells])
+    validate(root)
+    with open_episodes(root) as r:
+        np.testing.assert_array_equal(decode(r, "episode_000000", "front"), written.episode_frames("front", 0, 4))
+    (root / folder / "frame_000002.png").unlink()
+    with open_episodes(root) as r, pytest.raises(
+            DatasetError, match=r"episode_000000.parquet: episode 0, frame 2, feature 'observation.images.front': the "
+                                r"cell has no bytes and its image file '.*frame_000002.png' cannot be read"):
+        decode(r, "episode_000000", "front")
+
+
+def test_jpeg_image_cells_read(tmp_path):
+    """Hub datasets converted from other sources may hold JPEG cells: they decode like PNG (within JPEG's loss)."""
+    import io
+
+    from PIL import Image
+
+    def jpeg(frame: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=95)
+        return buf.getvalue()
+
+    root = copy_fixture("v30_images", tmp_path)
+    source = written.episode_frames("front", 0, IMAGE_LENGTHS[0])
+    edit_image_cells(root / "data/chunk-000/file-000.parquet", "observation.images.front",
+                     lambda cells: [{"bytes": jpeg(source[n]), "path": None} if n < len(source) else c
+                                    for n, c in enumerate(cells)])
+    validate(root)
+    with open_episodes(root) as r:
+        frames = decode(r, "episode_000000", "front")
+        assert not np.array_equal(frames, source)  # JPEG, not the PNG
+        assert_same_frames(frames, source)
+        np.testing.assert_array_equal(decode(r, "episode_000001", "front"), written.episode_frames("front", 1, 3))
+
+
+def test_a_depth_image_feature_is_checked_but_is_no_camera(tmp_path):
+    """LeRobot marks depth maps `info.is_depth_map` (16-bit single-channel PNG): not a camera, but its cells are
+    still checked against their declared shape; naming it as a camera says why it cannot be one."""
+    import io
+
+    from PIL import Image
+
+    root = copy_fixture("v21_images", tmp_path)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.wrist"].update(shape=[64, 48, 1], info={"is_depth_map": True})
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+    def depth_png(_: dict) -> dict:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((64, 48), 1234, np.uint16)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    for f in sorted((root / "data").rglob("*.parquet")):
+        edit_image_cells(f, "observation.images.wrist", lambda cells: [depth_png(c) for c in cells])
+    validate(root)
+    with open_episodes(root) as r:
+        assert r.cameras == ["front"] and r.frame_shape("wrist") is None
+        with pytest.raises(DatasetError, match=r"observation.images.wrist is an image feature of shape \[64, 48, 1\] "
+                                               r"\(names .*, a depth map\): a camera must be RGB \(H, W, 3\)"):
+            decode(r, "episode_000000", "wrist")
+    edit_image_cells(root / V21_FRONT_0, "observation.images.wrist",
+                     lambda cells: [{"bytes": png(np.zeros((64, 48, 3), np.uint8)), "path": None}] + cells[1:])
+    with pytest.raises(DatasetError, match=r"episode 0, frame 0, feature 'observation.images.wrist': image in mode "
+                                           r"'RGB' \(3 channel\(s\)\), but meta/info.json declares 1"):
+        validate(root)
+
+
+def test_frame_fingerprint_follows_the_image_cells(tmp_path):
+    """The feature cache is keyed by the frames: editing one image cell must change it, a copy must not."""
+    import hashlib
+
+    def fingerprint(root: Path) -> str:
+        h = hashlib.sha256()
+        with open_episodes(root) as r:
+            r.hash_frames(h, "front")
+        return h.hexdigest()
+
+    root = copy_fixture("v30_images", tmp_path)
+    before = fingerprint(root)
+    assert fingerprint(FIXTURES / "v30_images") == before
+    other = png(written.camera_frame("front", 2, 0))
+    edit_image_cells(root / "data/chunk-000/file-000.parquet", "observation.images.front",
+                     lambda cells: [{**c, "bytes": other} if n == 5 else c for n, c in enumerate(cells)])
+    assert fingerprint(root) != before
+
+
+def test_damaged_pixel_stream_fails_the_cache_build_and_leaves_nothing(tmp_path):
+    """A PNG cut inside its pixel data has a valid header (the cheap check passes it); decoding for the feature cache
+    refuses it with the file, episode, frame and feature, and no cache is left behind."""
+    from s2policy import build_s2_encoder
+    from s2policy.features import build_feature_cache
+
+    root = copy_fixture("v21_images", tmp_path)
+    edit_image_cells(root / "data/chunk-000/episode_000001.parquet", "observation.images.wrist",
+                     lambda cells: [{**c, "bytes": c["bytes"][:80]} if n == 1 else c for n, c in enumerate(cells)])
+    validate(root)  # headers only
+    encoder = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
+    with pytest.raises(DatasetError, match=r"episode_000001.parquet: episode 1, frame 1, feature "
+                                           r"'observation.images.wrist': undecodable image"):
+        build_feature_cache(root, "wrist", encoder, cache_root=tmp_path / "cache", device="cpu")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*"))
+
+
+def test_training_refuses_a_damaged_image_cell_before_any_work(tmp_path):
+    from s2policy.train import train
+
+    root = copy_fixture("v21_images", tmp_path)
+    edit_image_cells(root / V21_FRONT_0, "observation.images.wrist",
+                     lambda cells: cells[:2] + [{"bytes": None, "path": None}] + cells[3:])
+    with pytest.raises(DatasetError, match=r"episode_000000.parquet: episode 0, frame 2, feature "
+                                           r"'observation.images.wrist': no image \(the cell's bytes and path"):
+        train(run_config(root, tmp_path / "run", "task.cameras=[front,wrist]", "task.camera_size=null"))
+    assert not (tmp_path / "v21_images.features").exists() and not (tmp_path / "run" / "policy.safetensors").exists()
+
+
+@pytest.mark.parametrize("version", list(IMAGE_VERSIONS))
+def test_training_on_image_feature_datasets(version, tmp_path):
+    """Training reads image-feature cameras like video ones: the cached features equal S2 on the stored frames."""
+    from s2policy import build_s2_encoder
+    from s2policy.features import FeatureCache, frames_to_tensor
+    from s2policy.policy import Policy
+    from s2policy.train import train
+
+    root = copy_fixture(version, tmp_path)
+    out = train(run_config(root, tmp_path / "run", "task.cameras=[front,wrist]", "task.camera_size=null",
+                           "train.steps=10", "train.val_every=5", "train.checkpoint_every=5"))
+    policy = Policy.load(out, device="cpu")
+    assert policy.config.cameras == ["front", "wrist"] and policy.config.action_dim == 6
+    encoder = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
+    encoder.load_state_dict(policy.encoder.state_dict())
+    cache_dir = next((tmp_path / f"{version}.features").glob("front-*"))
+    with FeatureCache(cache_dir) as cache:
+        direct = encoder.embed(frames_to_tensor(written.episode_frames("front", 2, IMAGE_LENGTHS[2]))).detach()
+        np.testing.assert_allclose(cache.embeddings("episode_000002").astype(np.float32), direct.numpy(),
+                                   rtol=2e-3, atol=2e-3)
+    with open_episodes(root) as r:
+        obs = {cam: decode(r, "episode_000000", cam)[0] for cam in ("front", "wrist")}
+        obs["proprio"] = r.read_lowdim("episode_000000", ["proprio"])["proprio"][0]
+    action = policy.act(obs)
+    assert action.shape == (6,) and np.isfinite(action).all()
+
+
 def test_v3_files_are_decoded_sequentially_once(monkeypatch):
     """Episodes read in order decode each camera's file front to back: one seek per file, none per episode."""
     seeks: list[float] = []
@@ -132,6 +344,30 @@ def test_no_cache_mode_is_refused_for_video_datasets():
     steps = load_steps(str(FIXTURES / "v21"), ["episode_000000"], ["proprio"])
     with pytest.raises(ConfigError, match="features.cache=false reads frames at random steps.*use features.cache=true"):
         EncodedFeatures(str(FIXTURES / "v21"), steps, ["front"], None, "cpu")
+
+
+def test_no_cache_mode_reads_image_feature_cameras_at_random_steps():
+    """Image cells decode one step at a time, so features.cache=false works for them (not for a video beside them)."""
+    import torch
+
+    from s2policy import build_s2_encoder
+    from s2policy.features import frames_to_tensor
+    from s2policy.train.data import EncodedFeatures, load_steps
+
+    encoder = build_s2_encoder("tiny_cnn", "random", {"scales": [1, 2]})
+    steps = load_steps(str(FIXTURES / "v21_images"), ["episode_000002", "episode_000000"], ["proprio"])
+    features = EncodedFeatures(str(FIXTURES / "v21_images"), steps, ["front", "wrist"], encoder, torch.device("cpu"))
+    try:
+        idx = torch.tensor([7, 0, 3, 7])  # episode_000000 step 3, episode_000002 step 0, ... (in load order)
+        got = features.gather(idx)
+    finally:
+        features.close()
+    where = steps.locate(idx)
+    expected = [torch.cat([encoder.embed(frames_to_tensor(written.camera_frame(cam, int(d[-1]), t)[None]))
+                           for cam in ("front", "wrist")], dim=1) for d, t in where]
+    torch.testing.assert_close(got, torch.cat(expected).detach(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"the video camera\(s\) \['wrist'\] can only do by decoding whole episodes"):
+        EncodedFeatures(str(FIXTURES / "v30_images"), steps, ["front", "wrist"], encoder, torch.device("cpu"))
 
 
 def _reencode(src: Path, dst: Path, fps: int, keep: int) -> None:
@@ -339,3 +575,20 @@ def test_policy_trained_on_a_lerobot_dataset_of_our_task_evaluates(tmp_path):
     summary = evaluate(policy_file, tmp_path / "eval", EvalSettings(episodes=1, workers=0, max_steps=8))
     assert summary["success"]["episodes"] == 1 and summary["task"] == "lift", summary
     assert summary["policy"]["camera_size"] == [64, 64] and summary["dataset"] == str(root)
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not LEROBOT_PYTHON, reason="set S2POLICY_LEROBOT_PYTHON to a Python with `lerobot` installed "
+                                               "to compare with LeRobot's own loader")
+def test_lerobot_loader_and_ours_agree_on_image_features(tmp_path):
+    """LeRobot's loader and ours give the same frames of a LeRobot-written image feature, bit for bit."""
+    dump = tmp_path / "lerobot.npz"
+    proc = subprocess.run([LEROBOT_PYTHON, str(REPO / "tests/lerobot_env/read_with_lerobot.py"),
+                           str(FIXTURES / "v30_images"), str(dump)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = np.load(dump)
+    with open_episodes(FIXTURES / "v30_images") as r:
+        for i, ep in enumerate(r.episodes):
+            np.testing.assert_array_equal(theirs[f"frames.front.{i}"], decode(r, ep, "front"))
+            np.testing.assert_array_equal(theirs[f"state.{i}"], r.read_lowdim(ep, ["proprio"])["proprio"])

@@ -98,6 +98,10 @@ class EpisodeReader(abc.ABC):
     def read_frames(self, episode: str, camera: str, steps: Sequence[int]) -> np.ndarray:
         """uint8 (len(steps), H, W, 3) frames at arbitrary steps (random access; may be slow for videos)."""
 
+    def frames_random_access(self, camera: str) -> bool:
+        """Whether `read_frames` reads single steps of `camera` cheaply (False: it decodes whole episodes)."""
+        return True
+
     @abc.abstractmethod
     def split(self) -> tuple[list[str], list[str]]:
         """(train, valid) episode names: the dataset's own split when it has one."""

@@ -1,4 +1,5 @@
-"""Read LeRobot dataset folders (format v3.0 and v2.1) natively: Parquet through pyarrow, MP4 streams through PyAV.
+"""Read LeRobot dataset folders (format v3.0 and v2.1) natively: Parquet through pyarrow, MP4 streams through PyAV,
+frames stored inside the Parquet files (`dtype: "image"` features, see lerobot_images.py) through Pillow.
 
 Layout (see docs/datasets.md):
 - v3.0: meta/info.json, meta/episodes/chunk-*/file-*.parquet (per episode: length, which data / video file holds it
@@ -6,7 +7,8 @@ Layout (see docs/datasets.md):
   (episodes back to back; an episode starts at its `from_timestamp`).
 - v2.1: meta/info.json, meta/episodes.jsonl, one Parquet and one MP4 per camera for each episode.
 
-Feature names map onto the package's observation contract: `observation.images.<camera>` -> frames of `<camera>`
+Feature names map onto the package's observation contract: `observation.images.<camera>` (a video or an image
+feature) -> frames of `<camera>`
 (obs key `<camera>_image`), `observation.state` -> `proprio`, any other `observation.<name>` -> `<name>`, `action`
 -> actions. Full LeRobot names are accepted wherever our names are.
 
@@ -20,7 +22,7 @@ import hashlib
 import json
 import logging
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .episodes import EpisodeReader, camera_of_image_key
+from .lerobot_images import cell_bytes, decode_image, image_column
 from .video import VideoCursor
 from .writer import split_train_valid
 
@@ -45,6 +48,9 @@ ACTION_FEATURE = "action"
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 #: How far a row's `timestamp` may be from frame_index / fps (LeRobot's own loader allows 1e-4 s between frames).
 TIMESTAMP_TOLERANCE_S = 1e-4
+#: Image columns (one feature of one data file) kept in memory: sequential reading needs one per camera, random
+#: access (features.cache=false) across v2.1's per-episode files gains from a few more.
+IMAGE_COLUMNS_KEPT = 4
 
 
 def feature_of_key(key: str) -> str:
@@ -131,7 +137,8 @@ class LeRobotEpisode:
 
 class LeRobotReader(EpisodeReader):
     """A LeRobot dataset folder (v3.0 or v2.1). Raises DatasetError on open for: no meta/info.json, an unsupported
-    codebase_version, cameras whose fps differ, image features stored inside Parquet, or broken episode metadata."""
+    codebase_version, cameras whose fps differ, or broken episode metadata. A camera is a video feature (MP4) or an
+    image feature (one encoded image per Parquet cell)."""
 
     actions_in_unit_range = False
 
@@ -163,6 +170,10 @@ class LeRobotReader(EpisodeReader):
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise DatasetError(f"{info_file}: fps must be a positive number, got {self.info.get('fps')!r}")
         self.video_features = sorted(k for k, v in self.features.items() if v.get("dtype") == "video")
+        #: every feature stored as images in the Parquet files (validate checks them all) ...
+        self.image_features = sorted(k for k, v in self.features.items() if v.get("dtype") == "image")
+        # ... of which the RGB ones are cameras; a depth map (LeRobot's info.is_depth_map) or grey image is not
+        self.camera_features = sorted(self.video_features + [k for k in self.image_features if self._is_rgb(k)])
         self._check_camera_fps()
         self.sidecar = self._read_sidecar()
         self._episodes = self._read_episodes()
@@ -171,6 +182,8 @@ class LeRobotReader(EpisodeReader):
                   self.fps, self.cameras)
         self._rows: dict[Path, tuple[Any, np.ndarray]] = {}  # data file -> (table, episode_index column)
         self._cursors: dict[str, VideoCursor] = {}  # video feature -> open file being read forward
+        # (image feature, data file) -> (its cells, its episode_index and frame_index columns), least recent first
+        self._cells: OrderedDict[tuple[str, Path], tuple[tuple[list, list], np.ndarray, np.ndarray]] = OrderedDict()
 
     # ---- metadata ----
     def _check_camera_fps(self) -> None:
@@ -291,45 +304,67 @@ class LeRobotReader(EpisodeReader):
 
     @property
     def cameras(self) -> list[str]:
-        return sorted(camera_of_feature(k) for k in self.video_features)
+        return sorted(camera_of_feature(k) for k in self.camera_features)
 
     @property
     def camera_keys(self) -> dict[str, str]:
-        return {camera_of_feature(k): k for k in self.video_features}
+        return {camera_of_feature(k): k for k in self.camera_features}
 
     def camera_key_expected(self, camera: str) -> str:
         return self.camera_feature(camera) or IMAGES_PREFIX + camera_of_image_key(camera)
 
+    @staticmethod
+    def _names(camera: str, feature: str) -> bool:
+        """Whether `camera` (given as `front`, `front_image` or `observation.images.front`) names `feature`."""
+        return camera in (feature, camera_of_feature(feature), f"{camera_of_feature(feature)}_image")
+
     def camera_feature(self, camera: str) -> str | None:
-        """The video feature of `camera` (given as `front`, `front_image` or `observation.images.front`)."""
-        for key in self.video_features:
-            if camera in (key, camera_of_feature(key), f"{camera_of_feature(key)}_image"):
-                return key
-        return None
+        """The video or image feature of `camera`, or None."""
+        return next((key for key in self.camera_features if self._names(camera, key)), None)
 
     def _require_camera(self, camera: str) -> str:
         key = self.camera_feature(camera)
         if key is None:
-            stored_in_parquet = [k for k, v in self.features.items() if v.get("dtype") == "image"]
-            hint = (f"; image features stored inside Parquet ({stored_in_parquet}) are not supported, only videos"
-                    if stored_in_parquet else "")
+            other = [k for k in self.image_features if self._names(camera, k)]
+            if other:
+                feat = self.features[other[0]]
+                raise DatasetError(f"{self.path / INFO_FILE}: {other[0]} is an image feature of shape {feat.get('shape')}"
+                                   f" (names {feat.get('names')}{', a depth map' if self._is_depth(other[0]) else ''})"
+                                   ": a camera must be RGB (H, W, 3)")
             expected = IMAGES_PREFIX + camera_of_image_key(camera)
-            raise DatasetError(f"{self.path}: no video feature for camera {camera!r} (expected {expected!r}); "
-                               f"available: {self.video_features}{hint}")
+            raise DatasetError(f"{self.path}: no video or image feature for camera {camera!r} (expected {expected!r}); "
+                               f"available: {self.camera_features}")
         return key
+
+    def _is_depth(self, feature: str) -> bool:
+        return bool((self.features[feature].get("info") or {}).get("is_depth_map"))
+
+    def _is_rgb(self, feature: str) -> bool:
+        return self.declared_image(feature)[1] == 3 and not self._is_depth(feature)
+
+    def declared_image(self, feature: str) -> tuple[tuple[int, int], int]:
+        """((H, W), channels) as info.json declares them: (H, W, C) by default, (C, H, W) when the names start with
+        "channel(s)" (some datasets declare (C, H, W)); (H, W) is one channel."""
+        feat = self.features[feature]
+        names, shape = [str(n) for n in feat.get("names") or []], list(feat.get("shape") or [])
+        try:
+            shape = [int(n) for n in shape]
+        except (TypeError, ValueError):
+            raise DatasetError(f"{self.path / INFO_FILE}: {feature}: shape {shape} is not a list of integers") from None
+        if len(shape) == 3 and names[:1] in (["channels"], ["channel"]):
+            shape = [shape[1], shape[2], shape[0]]
+        if len(shape) not in (2, 3) or min(shape) < 1:
+            raise DatasetError(f"{self.path / INFO_FILE}: {feature}: shape {shape} is not that of an image (H, W, C)")
+        return (shape[0], shape[1]), (shape[2] if len(shape) == 3 else 1)
 
     def frame_shape(self, camera: str) -> tuple[int, int] | None:
         key = self.camera_feature(camera)
         if key is None:
             return None
-        feat = self.features[key]
-        info = feat.get("info") or {}
+        info = self.features[key].get("info") or {}
         if "video.height" in info and "video.width" in info:
             return int(info["video.height"]), int(info["video.width"])
-        names, shape = feat.get("names") or [], list(feat.get("shape") or [])
-        if len(shape) == 3 and list(names)[:1] == ["channels"]:  # some datasets declare (C, H, W)
-            return int(shape[1]), int(shape[2])
-        return int(shape[0]), int(shape[1])
+        return self.declared_image(key)[0]
 
     @property
     def env_args(self) -> dict[str, Any]:
@@ -420,14 +455,67 @@ class LeRobotReader(EpisodeReader):
             cursor = self._cursors[feature] = VideoCursor(path, self.fps)
         return cursor
 
+    def image_cells(self, ep: LeRobotEpisode, feature: str) -> tuple[list[bytes | None], list[str | None]]:
+        """(bytes, path) of the episode's cells of an image feature, ordered by frame_index; checks the row count."""
+        key = (feature, ep.data_file)
+        if key in self._cells:
+            self._cells.move_to_end(key)
+        else:
+            if not ep.data_file.is_file():
+                raise DatasetError(f"{self.path}: episode {ep.index}: data file {ep.data_file} not found")
+            names = _parquet(self._pq.read_schema, ep.data_file).names
+            missing = [c for c in (feature, "episode_index", "frame_index") if c not in names]
+            if missing:
+                raise DatasetError(f"{ep.data_file}: no column(s) {missing} (declared in meta/info.json features)")
+            table = _parquet(self._pq.read_table, ep.data_file, columns=[feature, "episode_index", "frame_index"])
+            cells = image_column(table, feature, str(ep.data_file))
+            self._cells[key] = (cells, table.column("episode_index").to_numpy(), table.column("frame_index").to_numpy())
+            while len(self._cells) > IMAGE_COLUMNS_KEPT:
+                self._cells.popitem(last=False)
+        (data, paths), episode_column, frame_column = self._cells[key]
+        rows = np.flatnonzero(episode_column == ep.index)
+        if len(rows) != ep.length:
+            raise DatasetError(f"{ep.data_file}: episode {ep.index} has {len(rows)} Parquet rows but its metadata says "
+                               f"length {ep.length}")
+        rows = rows[np.argsort(frame_column[rows], kind="stable")]
+        if not np.array_equal(frame_column[rows], np.arange(ep.length)):
+            raise DatasetError(f"{ep.data_file}: episode {ep.index}, column 'frame_index': expected 0..{ep.length - 1} "
+                               "(rows missing or repeated)")
+        return [data[i] for i in rows], [paths[i] for i in rows]
+
+    def _decode_cells(self, ep: LeRobotEpisode, feature: str, steps: Sequence[int]) -> np.ndarray:
+        """uint8 (len(steps), H, W, 3): the episode's image cells at `steps`, each decoded and checked."""
+        data, paths = self.image_cells(ep, feature)
+        shape = self.declared_image(feature)[0]
+        frames = []
+        for t in steps:
+            where = f"{ep.data_file}: episode {ep.index}, frame {t}, feature {feature!r}"
+            frames.append(decode_image(cell_bytes(data[t], paths[t], self.path, where), shape, where))
+        return np.stack(frames) if frames else np.zeros((0, *shape, 3), np.uint8)
+
     def iter_frames(self, episode: str, camera: str, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
         feature = self._require_camera(camera)
         ep = self.episode(episode)
+        if feature in self.image_features:
+            for start in range(0, ep.length, chunk):
+                yield start, self._decode_cells(ep, feature, range(start, min(start + chunk, ep.length)))
+            return
         path, start = ep.videos[feature]
         yield from self._cursor(feature, path).read(start, ep.length, chunk)
 
+    def frames_random_access(self, camera: str) -> bool:
+        return self._require_camera(camera) in self.image_features
+
     def read_frames(self, episode: str, camera: str, steps: Sequence[int]) -> np.ndarray:
-        """Decodes the episode from its start (videos are read forward) and picks `steps`."""
+        """Image features decode only `steps`; videos are decoded from the episode's start (read forward)."""
+        feature = self._require_camera(camera)
+        if feature in self.image_features:
+            ep = self.episode(episode)
+            bad = [s for s in steps if not 0 <= s < ep.length]
+            if bad:
+                raise DatasetError(f"{self.path}: episode {ep.index} has {ep.length} frames; steps {bad[:5]} are out "
+                                   "of range")
+            return self._decode_cells(ep, feature, list(steps))
         frames = np.concatenate([f for _, f in self.iter_frames(episode, camera, 64)])
         return frames[list(steps)]
 
@@ -454,6 +542,15 @@ class LeRobotReader(EpisodeReader):
     def hash_frames(self, h: hashlib._Hash, camera: str) -> None:
         feature = self._require_camera(camera)
         h.update(json.dumps([self.version, self.fps, self.features[feature]], sort_keys=True).encode())
+        if feature in self.image_features:  # the encoded images of each episode, in frame order
+            for ep in self._episodes:
+                h.update(f"{ep.name}|{ep.length}|".encode())
+                for t, (data, path) in enumerate(zip(*self.image_cells(ep, feature))):
+                    where = f"{ep.data_file}: episode {ep.index}, frame {t}, feature {feature!r}"
+                    encoded = cell_bytes(data, path, self.path, where)
+                    h.update(f"{len(encoded)}|".encode())
+                    h.update(encoded)
+            return
         hashed: set[Path] = set()
         for ep in self._episodes:
             path, start = ep.videos[feature]
@@ -466,7 +563,7 @@ class LeRobotReader(EpisodeReader):
 
     def modification_stamp(self) -> str:
         parts = [str(self.path.resolve())]
-        for sub in ("meta", "data", "videos"):
+        for sub in ("meta", "data", "videos", "images"):  # images: files that cells without bytes name
             for f in sorted((self.path / sub).rglob("*")):
                 if f.is_file():
                     st = f.stat()
@@ -478,3 +575,4 @@ class LeRobotReader(EpisodeReader):
             cursor.close()
         self._cursors.clear()
         self._rows.clear()
+        self._cells.clear()

@@ -238,6 +238,29 @@ def _check_episode_totals(reader: LeRobotReader, info_file: Path) -> list[str]:
     return problems
 
 
+def _check_image_cells(reader: LeRobotReader) -> list[str]:
+    """Every cell of every image feature: an image present (bytes, or a file its path names) whose header gives the
+    declared size and channel count. Headers only: a damaged pixel stream is found when frames are decoded. The first problem
+    of each episode and feature is listed."""
+    from .lerobot_images import cell_bytes, check_image
+
+    problems = []
+    for feature in reader.image_features:  # cameras and the others (depth maps, grey images) alike
+        shape, channels = reader.declared_image(feature)
+        for ep in (reader.episode(n) for n in reader.episodes):
+            try:
+                for t, (data, image_path) in enumerate(zip(*reader.image_cells(ep, feature))):
+                    where = f"{ep.data_file.relative_to(reader.path)}: episode {ep.index}, frame {t}, feature {feature!r}"
+                    check_image(cell_bytes(data, image_path, reader.path, where), shape, channels, where)
+            except DatasetError as e:
+                problems.append(str(e))
+    if reader.image_features:
+        log.info("%s: image features %s checked by their image headers (presence, size, channels); their pixel data "
+                 "is decoded and checked when frames are read (building the feature cache)", reader.path,
+                 reader.image_features)
+    return problems
+
+
 def validate_lerobot(path: str | os.PathLike) -> None:
     """Check a LeRobot dataset folder without decoding any frame (one DatasetError listing every problem).
 
@@ -246,8 +269,10 @@ def validate_lerobot(path: str | os.PathLike) -> None:
     and info.json's totals matching them; every episode's Parquet rows match its length, frame_index 0..T-1,
     timestamps frame_index / fps, finite actions and low-dimensional observations; every video file whole (MP4 box
     sizes), its stream at the dataset's fps and frame size declared in info.json, holding at least the frames its
-    episodes' rows need. Actions may lie
-    outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises from the data).
+    episodes' rows need; every image-feature cell holding an image (bytes, or a file its path names) whose header
+    gives the declared size and channel count (headers only: a damaged pixel stream is found when frames are decoded, before
+    any training). Actions may lie outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises
+    from the data).
     """
     from .lerobot import ACTION_FEATURE, INFO_FILE, LeRobotReader
     from .video import mp4_problem, stream_info
@@ -294,4 +319,5 @@ def validate_lerobot(path: str | os.PathLike) -> None:
         if any(r != {round(reader.fps, 3)} for r in rates.values()):
             listed = ", ".join(f"{k} {'/'.join(f'{r:g}' for r in sorted(v))}" for k, v in sorted(rates.items()))
             problems.append(f"cameras have mismatched fps ({listed}; dataset fps {reader.fps:g})")
+        problems += _check_image_cells(reader)
     _raise_problems(path, problems)

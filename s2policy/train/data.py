@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..data import is_lerobot_path, open_episodes
+from ..data import open_episodes
 from ..device import autocast
 from ..errors import ConfigError, DatasetError
 from ..features import FeatureCache, frames_to_tensor
@@ -110,10 +110,12 @@ class EncodedFeatures:
     def __init__(self, path: str, steps: StepTable, cameras: Sequence[str], encoder: torch.nn.Module,
                  device: torch.device, precision: str = "auto"):
         self.dataset = open_episodes(path)
-        if is_lerobot_path(path):
+        videos = [cam for cam in cameras if self.dataset.frame_shape(cam) is not None
+                  and not self.dataset.frames_random_access(cam)]
+        if videos:
             self.dataset.close()
-            raise ConfigError(f"{path}: features.cache=false reads frames at random steps, which a video dataset can "
-                              "only do by decoding whole episodes per batch; use features.cache=true")
+            raise ConfigError(f"{path}: features.cache=false reads frames at random steps, which the video camera(s) "
+                              f"{videos} can only do by decoding whole episodes per batch; use features.cache=true")
         self.steps, self.cameras, self.encoder = steps, list(cameras), encoder
         self.device, self.precision = device, precision
         self.dim = int(encoder.out_dim) * len(self.cameras)
