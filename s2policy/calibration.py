@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .evaluate.stats import SuccessRate, difference_interval
 from .fileio import atomic_write_text
+from .logs import log_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("root", help="folder of <variant>/{base,privileged}/seed<k>/ records")
     report.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    log_to_stderr(logging.INFO, "%(asctime)s %(message)s")
     if args.command == "queue":
         from .study_queue import plan, run_queue
 

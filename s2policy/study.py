@@ -27,6 +27,7 @@ from .data.collect import ensure_dataset
 from .evaluate import EPISODES_FILE, SUMMARY_FILE, EvalSettings, evaluate, resolve_policy_file
 from .evaluate.provenance import file_sha256
 from .fileio import atomic_write_text
+from .logs import log_to_stderr
 from .run_folder import POLICY_FILE, TRAIN_STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ def working_directory(path: str) -> Iterator[None]:
 def _run_one_in_task(run: StudyRun, settings: EvalSettings, cwd: str) -> dict[str, dict[str, Any]]:
     """A Ray task's body: one run from the driver's working directory (the study's relative paths then name the
     same files as they would locally: the folder must be on storage every node mounts at the same path)."""
-    logging.basicConfig(level=logging.INFO)
+    log_to_stderr(logging.INFO, "%(levelname)s:%(name)s:%(message)s")
     with working_directory(cwd):
         return run_one(run, settings, progress=False)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .logs import log_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs: expected a positive number, got {args.jobs}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    log_to_stderr(logging.INFO, "%(asctime)s %(message)s")
     units = plan(args.studies, args.seeds, args.override)
     try:
         check_units(units)

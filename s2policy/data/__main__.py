@@ -13,6 +13,7 @@ import logging
 import sys
 
 from ..errors import S2PolicyError
+from ..logs import log_to_stderr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--proprio-keys", nargs="+", default=["proprio"], help="-> observation.state")
     export.add_argument("--crf", type=int, default=30, help="AV1 quality (lower is closer to the source)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_to_stderr(logging.INFO, "%(message)s")
     try:
         if args.command == "validate":
             from .check import check_dataset

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from typing import Any
 
 from ..errors import ConfigError
+from ..logs import log_to_stderr
 from .cadence import CadenceReport
 from .safety import SafetyConfig
 
@@ -48,8 +48,7 @@ def add_verbose_argument(p: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log_to_stderr(logging.DEBUG if verbose else logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def safety_config(args: argparse.Namespace, robot: Any) -> SafetyConfig:

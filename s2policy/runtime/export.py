@@ -31,6 +31,7 @@ from ..errors import ConfigError, S2PolicyError
 from ..features.frames import frames_to_tensor, image_key
 from ..features.maps import camera_features
 from ..fileio import atomic_path, atomic_write_text
+from ..logs import log_to_stderr
 from ..look_closer import needs_points, read_points
 from ..policy import ChunkExecutor, Policy, uses_maps
 from .cadence import StageTimes
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="camera frame size the deployment delivers (default: the training camera size)")
     p.add_argument("--atol", type=float, default=1e-4)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log_to_stderr(logging.INFO, "%(levelname)s %(name)s: %(message)s")
     try:
         policy = Policy.load(args.checkpoint, device="cpu")
         shapes = {c: args.frame_size for c in policy.config.cameras} if args.frame_size else None
