@@ -87,6 +87,13 @@ def decode_array(obj: Mapping[str, Any], where: str) -> np.ndarray:
     return array.astype(dt.newbyteorder("="), copy=False)
 
 
+def as_float32(values: np.ndarray) -> np.ndarray:
+    """`values` as float32, the precision the policy computes in: a finite float64 beyond its range becomes inf
+    (silently), so callers check finiteness on the result, not on what came over the wire."""
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32)
+
+
 def _encode_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return encode_array(obj)
@@ -250,9 +257,8 @@ class PolicySpec:
             value = _get(observation, key)
             if value.dtype.kind not in "fiu":
                 raise ProtocolError(BAD_OBSERVATION, f"{key!r}: expected numbers, got {value.dtype}")
-            with np.errstate(over="ignore"):  # a float64 beyond float32's range: inf, refused below
-                value = value.astype(np.float32).reshape(-1)
-            if not np.isfinite(value).all():  # as float32, which the policy computes in
+            value = as_float32(value).reshape(-1)
+            if not np.isfinite(value).all():
                 raise ProtocolError(BAD_OBSERVATION, f"{key!r}: {int((~np.isfinite(value)).sum())} non-finite values "
                                                      "(as float32)")
             total += value.size

@@ -34,6 +34,7 @@ from .protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INTERNAL,
     PROTOCOL_VERSION,
+    as_float32,
     ProtocolError,
     error_message,
     pack,
@@ -237,8 +238,7 @@ def _prev_action(value: Any, action_dim: int) -> np.ndarray:
     values are finite as float32, which the policy computes in (a finite float64 beyond its range would be inf)."""
     ok = isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.shape == (action_dim,)
     if ok:
-        with np.errstate(over="ignore"):
-            action = value.astype(np.float32)
+        action = as_float32(value)
         ok = bool(np.isfinite(action).all())
     if not ok:
         got = f"{getattr(value, 'dtype', type(value).__name__)} {getattr(value, 'shape', '')}"
