@@ -271,14 +271,17 @@ def plot_success_vs_latency(configs: Sequence[Configuration], path: Path, title:
 def _plot_success(configs: Sequence[Configuration], path: Path, title: str, x_of: Callable[[Configuration], float],
                   xlabel: str) -> Path:
     """Success with its Wilson interval against `x_of(configuration)`, one panel per task; image-free controls
-    (no encoder pass) are a reference band, not a point. A log axis when x spans more than 8x."""
+    (no encoder pass) are a reference band, not a point. The marker tells the head (circle: pooled mlp, square:
+    anything else) and the legend sits below the axes, where it can hide no point. A log axis when x spans more
+    than 8x."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(c.task for c in configs)) or [""]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.4), dpi=120, squeeze=False)
+    rows = max(sum(c.task == t for c in configs) for t in tasks) if configs else 0
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.4 + 0.19 * rows), dpi=120, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = [c for c in configs if c.task == task]
         for i, c in enumerate(mine):
@@ -290,8 +293,8 @@ def _plot_success(configs: Sequence[Configuration], path: Path, title: str, x_of
                 ax.axhline(y, color=colour, linestyle="--", linewidth=1, label=c.label)
                 ax.axhspan(100 * low, 100 * high, color=colour, alpha=0.08)
                 continue
-            ax.errorbar([x_of(c)], [y], yerr=[[y - 100 * low], [100 * high - y]], fmt="o", capsize=4,
-                        color=f"C{i}", label=c.label)
+            ax.errorbar([x_of(c)], [y], yerr=[[y - 100 * low], [100 * high - y]], fmt="o" if c.head == "mlp" else "s",
+                        capsize=4, color=f"C{i}", label=c.label)
         xs = [x_of(c) for c in mine if c.cameras]
         if xs and min(xs) > 0 and max(xs) / min(xs) > 8:
             ax.set_xscale("log")
@@ -300,7 +303,7 @@ def _plot_success(configs: Sequence[Configuration], path: Path, title: str, x_of
         ax.set_ylim(-2, 102)
         ax.set_title(f"{title}: {task}" if len(tasks) > 1 else title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
