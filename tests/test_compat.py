@@ -95,3 +95,19 @@ def test_published_report_regenerates_byte_for_byte(folder, tmp_path, monkeypatc
     for name in ("report.md", "results.csv", "differences.csv", "stage_times.csv"):
         if (REPO / folder / name).exists() or (tmp_path / name).exists():
             assert (tmp_path / name).read_bytes() == (REPO / folder / name).read_bytes(), name
+
+
+def test_tables_quoted_in_results_md_are_the_reports_rows():
+    """docs/results.md quotes the per-task tables of the published reports; a quoted row (first cell a task of some
+    report, a success or difference cell `**rate** [low, high]`) must be a row of a report verbatim, so the prose
+    cannot drift from what the records say."""
+    import re
+
+    report_rows = {line for folder in PUBLISHED_REPORTS
+                   for line in (REPO / folder / "report.md").read_text().splitlines() if line.startswith("| ")}
+    tasks = {row.split("|")[1].strip() for row in report_rows} - {"Task", "---"}
+    quoted = [line for line in (REPO / "docs" / "results.md").read_text().splitlines()
+              if line.startswith("| ") and line.split("|")[1].strip() in tasks
+              and re.search(r"\*\*[-+]?[\d.]+\*\* \[", line)]
+    assert len(quoted) >= 10  # the first study's table at least
+    assert [line for line in quoted if line not in report_rows] == []
