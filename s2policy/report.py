@@ -23,6 +23,7 @@ import logging
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -312,7 +313,9 @@ def _plot_success(configs: Sequence[Configuration], path: Path, title: str, x_of
 
 
 def differences(configs: Sequence[Configuration], pairs: Sequence[tuple[str, str]]) -> list[dict]:
-    """For each (arm a, arm b) of the same task: both pooled rates and a - b with Newcombe's 95% interval.
+    """For each (arm a, arm b) of the same task: both pooled rates and a - b with Newcombe's 95% interval, and the
+    same interval Bonferroni-adjusted over the task's m comparisons (confidence 1 - 0.05 / m): among m intervals
+    one excludes zero by chance far more often than 5% of the time, and the adjusted ones hold jointly.
     Arms are study configuration names (study_arm); an unknown one is a ReportError naming the known ones."""
     by_arm: dict[str, list[Configuration]] = {}
     for c in configs:
@@ -333,15 +336,23 @@ def differences(configs: Sequence[Configuration], pairs: Sequence[tuple[str, str
                              "b_successes": rb.successes, "b_episodes": rb.trials,
                              "difference": round(ra.rate - rb.rate, 4), "ci_low": round(low, 4),
                              "ci_high": round(high, 4)})
+    per_task = Counter(r["task"] for r in rows)
+    for r in rows:
+        m = per_task[r["task"]]
+        low, high = difference_interval(r["a_successes"], r["a_episodes"], r["b_successes"], r["b_episodes"],
+                                        confidence=1 - 0.05 / m)
+        r.update(comparisons=m, adjusted_low=round(low, 4), adjusted_high=round(high, 4))
     return rows
 
 
 def differences_table(rows: Sequence[dict]) -> str:
-    lines = ["| Task | A | B | A success | B success | A - B, points [95% CI] |", "|---|---|---|---|---|---|"]
+    lines = ["| Task | A | B | A success | B success | A - B, points [95% CI] | Bonferroni-adjusted (m) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['a']} | {r['b']} | {r['a_successes']}/{r['a_episodes']} "
                      f"| {r['b_successes']}/{r['b_episodes']} | **{100 * r['difference']:+.1f}** "
-                     f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] |")
+                     f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] "
+                     f"| [{100 * r['adjusted_low']:+.1f}, {100 * r['adjusted_high']:+.1f}] ({r['comparisons']}) |")
     return "\n".join(lines)
 
 
@@ -423,7 +434,9 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = 
         written["differences"] = out_dir / "differences.csv"
         atomic_write_text(written["differences"], _csv_text(diffs, list(diffs[0])))
         md += ["Differences between study configurations, pooled over seeds, with Newcombe's 95% interval "
-               "(hybrid Wilson score):", "", differences_table(diffs), ""]
+               "(hybrid Wilson score) and the same interval Bonferroni-adjusted over the task's m comparisons "
+               "(confidence 1 - 0.05/m; these hold jointly, so an effect whose adjusted interval excludes zero is "
+               "not one lucky comparison of many):", "", differences_table(diffs), ""]
     if times:
         written["stage_times"] = out_dir / "stage_times.csv"
         atomic_write_text(written["stage_times"], _csv_text(

@@ -137,6 +137,8 @@ def test_differences_between_study_arms_with_newcombe_intervals(tmp_path):
     low, high = difference_interval(81, 100, 42, 100)
     assert float(row["difference"]) == pytest.approx(0.39) and float(row["ci_low"]) == pytest.approx(low, abs=1e-4)
     assert float(row["ci_high"]) == pytest.approx(high, abs=1e-4)
+    assert (row["comparisons"], row["adjusted_low"], row["adjusted_high"]) == (row["comparisons"], row["ci_low"],
+                                                                             row["ci_high"]) and row["comparisons"] == "1"
     md = out["markdown"].read_text()
     assert "| lift | base_s2 | base | 81/100 | 42/100 | **+39.0** [" in md
     assert "measured apart" in md and "| 140.0 |" in md  # the latency given, not the evaluations' 12 ms
@@ -208,3 +210,25 @@ def test_task_outcomes_are_counted_from_the_episode_records(tmp_path):
     (folder / "episodes.json").write_text("[{\"final_object\": [1.0]}]")
     with pytest.raises(ReportError, match="base2/eval/episodes.json: unreadable per-episode record"):
         write_report([tmp_path / "runs"], tmp_path / "report2")
+
+
+def test_bonferroni_adjusted_differences_widen_with_the_tasks_comparisons(tmp_path):
+    """m comparisons on one task: each adjusted interval is Newcombe's at 1 - 0.05/m and contains the 95% one; the
+    count is per task (another task's comparisons do not widen these)."""
+    from s2policy.evaluate import difference_interval
+    from s2policy.report import differences, find_summaries, load_summary, pool_runs
+
+    runs = [_arm_run("base", 1, 20), _arm_run("base_s2", 1, 30, img_sizes=(224, 448), gmacs=1.9),
+            _arm_run("larger", 1, 35, encoder="efficientnet_lite2", gmacs=0.86),
+            _arm_run("base", 1, 10, task="mw-hammer"), _arm_run("larger", 1, 12, task="mw-hammer",
+                                                                encoder="efficientnet_lite2", gmacs=0.86)]
+    write_runs(tmp_path / "runs", runs)
+    rows = differences(pool_runs([load_summary(f) for f in find_summaries([tmp_path / "runs"])]),
+                       [("base_s2", "base"), ("larger", "base"), ("base_s2", "larger")])
+    assert sorted((r["task"], r["comparisons"]) for r in rows) == [("lift", 3)] * 3 + [("mw-hammer", 1)]
+    for r in rows:
+        args = (r["a_successes"], r["a_episodes"], r["b_successes"], r["b_episodes"])
+        low, high = difference_interval(*args, confidence=1 - 0.05 / r["comparisons"])
+        assert (r["adjusted_low"], r["adjusted_high"]) == (round(low, 4), round(high, 4))
+        assert r["adjusted_low"] <= r["ci_low"] and r["ci_high"] <= r["adjusted_high"]
+        assert (r["comparisons"] == 1) == (r["adjusted_low"] == r["ci_low"])
