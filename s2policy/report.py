@@ -281,7 +281,7 @@ def _plot_success(configs: Sequence[Configuration], path: Path, title: str, x_of
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(c.task for c in configs)) or [""]
-    rows = max(sum(c.task == t for c in configs) for t in tasks) if configs else 0
+    rows = max(sum(c.task == t for c in configs) for t in tasks) if configs else 0  # legend entries below a panel
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.4 + 0.19 * rows), dpi=120, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = [c for c in configs if c.task == task]

@@ -240,8 +240,8 @@ def _check_episode_totals(reader: LeRobotReader, info_file: Path) -> list[str]:
 
 def _check_image_cells(reader: LeRobotReader) -> list[str]:
     """Every cell of every image feature: an image present (bytes, or a file its path names) whose header gives the
-    declared size and channel count. Headers only: a damaged pixel stream is found when frames are decoded. The first problem
-    of each episode and feature is listed."""
+    declared size and channel count. Headers only: a damaged pixel stream is found when frames are decoded. The first
+    problem of each episode and feature is listed."""
     from .lerobot_images import cell_bytes, check_image
 
     problems = []
@@ -250,7 +250,8 @@ def _check_image_cells(reader: LeRobotReader) -> list[str]:
         for ep in (reader.episode(n) for n in reader.episodes):
             try:
                 for t, (data, image_path) in enumerate(zip(*reader.image_cells(ep, feature))):
-                    where = f"{ep.data_file.relative_to(reader.path)}: episode {ep.index}, frame {t}, feature {feature!r}"
+                    where = (f"{ep.data_file.relative_to(reader.path)}: episode {ep.index}, frame {t}, "
+                             f"feature {feature!r}")
                     check_image(cell_bytes(data, image_path, reader.path, where), shape, channels, where)
             except DatasetError as e:
                 problems.append(str(e))
@@ -270,9 +271,9 @@ def validate_lerobot(path: str | os.PathLike) -> None:
     timestamps frame_index / fps, finite actions and low-dimensional observations; every video file whole (MP4 box
     sizes), its stream at the dataset's fps and frame size declared in info.json, holding at least the frames its
     episodes' rows need; every image-feature cell holding an image (bytes, or a file its path names) whose header
-    gives the declared size and channel count (headers only: a damaged pixel stream is found when frames are decoded, before
-    any training). Actions may lie outside [-1, 1] (LeRobot stores raw joint positions or poses; training normalises
-    from the data).
+    gives the declared size and channel count (headers only: a damaged pixel stream is found when frames are decoded,
+    before any training). Actions may lie outside [-1, 1] (LeRobot stores raw joint positions or poses; training
+    normalises from the data).
     """
     from .lerobot import ACTION_FEATURE, INFO_FILE, LeRobotReader
     from .video import mp4_problem, stream_info
